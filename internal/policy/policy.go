@@ -1,0 +1,378 @@
+// Package policy loads trustgate's policy file: which images need which
+// signatures. Everything that can be wrong with a policy is found at load
+// time (unknown fields, bad patterns, unknown verifiers, bad verifier
+// configuration), so a running server never meets a half-valid policy.
+package policy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/trustgate-dev/trustgate/internal/imageref"
+	"github.com/trustgate-dev/trustgate/internal/verify"
+)
+
+// APIVersion and Kind identify a policy document.
+const (
+	APIVersion = "trustgate.dev/v1alpha1"
+	Kind       = "Policy"
+)
+
+// Mode says what a deny does.
+type Mode string
+
+const (
+	Enforce Mode = "enforce" // deny
+	Warn    Mode = "warn"    // admit, with warnings shown by kubectl
+	Audit   Mode = "audit"   // admit, log and audit-annotate only
+)
+
+// Action is what a rule (or the unmatched fallback) does.
+type Action string
+
+const (
+	ActionVerify Action = "verify"
+	ActionAllow  Action = "allow"
+	ActionDeny   Action = "deny"
+)
+
+// Require says how a rule's verifiers combine.
+type Require string
+
+const (
+	RequireAll Require = "all" // every listed verifier must pass
+	RequireAny Require = "any" // one is enough (migrations between schemes)
+)
+
+// ErrInvalid is matched by every policy error.
+var ErrInvalid = errors.New("invalid policy")
+
+// Default tunables; the policy's `settings` may change them.
+const (
+	DefaultDeadline       = 8 * time.Second
+	DefaultCacheTTL       = 5 * time.Minute
+	DefaultDenyCacheTTL   = 10 * time.Second
+	DefaultRequestTimeout = 3 * time.Second
+	MaxPolicyBytes        = 1 << 20
+)
+
+// File is the policy document as written.
+type File struct {
+	APIVersion       string         `json:"apiVersion"`
+	Kind             string         `json:"kind"`
+	Mode             Mode           `json:"mode,omitempty"`
+	Unmatched        Action         `json:"unmatched,omitempty"`
+	ExemptNamespaces []string       `json:"exemptNamespaces,omitempty"`
+	Settings         SettingsFile   `json:"settings,omitempty"`
+	Verifiers        []VerifierFile `json:"verifiers,omitempty"`
+	Rules            []RuleFile     `json:"rules,omitempty"`
+}
+
+// SettingsFile holds runtime tunables.
+type SettingsFile struct {
+	Deadline       string `json:"deadline,omitempty"`       // whole admission decision, default 8s
+	RequestTimeout string `json:"requestTimeout,omitempty"` // one outbound HTTP request, default 3s
+	CacheTTL       string `json:"cacheTTL,omitempty"`       // verified decisions, default 5m
+	DenyCacheTTL   string `json:"denyCacheTTL,omitempty"`   // definite denies, default 10s
+}
+
+// VerifierFile is one named trust configuration; exactly the block named by
+// its type is read, by that type's factory.
+type VerifierFile struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+	// Type-specific blocks, keyed by type name.
+	NotaryV1     json.RawMessage `json:"notaryv1,omitempty"`
+	ACRSignedTag json.RawMessage `json:"acrSignedTag,omitempty"`
+	Cosign       json.RawMessage `json:"cosign,omitempty"`
+	Notation     json.RawMessage `json:"notation,omitempty"`
+}
+
+func (v VerifierFile) block() (json.RawMessage, map[string]bool) {
+	blocks := map[string]json.RawMessage{
+		"notaryv1": v.NotaryV1, "acrSignedTag": v.ACRSignedTag, "cosign": v.Cosign, "notation": v.Notation,
+	}
+	present := map[string]bool{}
+	for k, b := range blocks {
+		if len(b) > 0 && string(b) != "null" {
+			present[k] = true
+		}
+	}
+	return blocks[v.Type], present
+}
+
+// RuleFile is one rule as written.
+type RuleFile struct {
+	Name       string   `json:"name"`
+	Images     []string `json:"images"`
+	Namespaces []string `json:"namespaces,omitempty"` // empty: every namespace
+	Action     Action   `json:"action,omitempty"`     // default verify
+	Verify     []string `json:"verify,omitempty"`
+	Require    Require  `json:"require,omitempty"`   // default all
+	PinDigest  *bool    `json:"pinDigest,omitempty"` // default true
+}
+
+// Policy is a loaded, validated policy with its verifiers built.
+type Policy struct {
+	Mode             Mode
+	Unmatched        Action
+	ExemptNamespaces []string
+	Rules            []*Rule
+	Verifiers        map[string]verify.Verifier
+	Settings         Settings
+	// Generation identifies this policy's content; caches key on it so a
+	// changed policy never reuses an old decision.
+	Generation string
+	Source     string
+}
+
+// Settings are the parsed tunables.
+type Settings struct {
+	Deadline, RequestTimeout, CacheTTL, DenyCacheTTL time.Duration
+}
+
+// Rule is a compiled rule.
+type Rule struct {
+	Name       string
+	Patterns   []Pattern
+	Namespaces []string
+	Action     Action
+	Verifiers  []verify.Verifier
+	Require    Require
+	PinDigest  bool
+}
+
+// Match returns the first rule (in file order) that covers ref in namespace
+// ns, or nil.
+func (p *Policy) Match(ref imageref.Ref, ns string) *Rule {
+	for _, r := range p.Rules {
+		if len(r.Namespaces) > 0 && !slices.Contains(r.Namespaces, ns) {
+			continue
+		}
+		for _, pt := range r.Patterns {
+			if pt.Match(ref) {
+				return r
+			}
+		}
+	}
+	return nil
+}
+
+// Exempt reports whether objects in ns are not judged at all.
+func (p *Policy) Exempt(ns string) bool { return slices.Contains(p.ExemptNamespaces, ns) }
+
+// Load reads and builds the policy at path. Relative file paths inside it
+// resolve against its folder.
+func Load(path string, factories map[string]verify.Factory, deps verify.Deps) (*Policy, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(io.LimitReader(f, MaxPolicyBytes+1)); err != nil {
+		return nil, fmt.Errorf("%w: read %s: %v", ErrInvalid, path, err)
+	}
+	if buf.Len() > MaxPolicyBytes {
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrInvalid, path, MaxPolicyBytes)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	deps.BaseDir = filepath.Dir(abs)
+	return Parse(buf.Bytes(), path, factories, deps)
+}
+
+// Parse builds a policy from YAML (or JSON) data; source names it in errors.
+func Parse(data []byte, source string, factories map[string]verify.Factory, deps verify.Deps) (*Policy, error) {
+	p, err := parse(data, factories, deps)
+	if err != nil {
+		return nil, fmt.Errorf("%w %s: %v", ErrInvalid, source, err)
+	}
+	p.Source = source
+	return p, nil
+}
+
+func parse(data []byte, factories map[string]verify.Factory, deps verify.Deps) (*Policy, error) {
+	var f File
+	if err := yaml.UnmarshalStrict(data, &f); err != nil {
+		return nil, err
+	}
+	if f.APIVersion != APIVersion {
+		return nil, fmt.Errorf("apiVersion: want %q, got %q", APIVersion, f.APIVersion)
+	}
+	if f.Kind != Kind {
+		return nil, fmt.Errorf("kind: want %q, got %q", Kind, f.Kind)
+	}
+	sum := sha256.Sum256(data)
+	p := &Policy{
+		Mode:             f.Mode,
+		Unmatched:        f.Unmatched,
+		ExemptNamespaces: f.ExemptNamespaces,
+		Verifiers:        map[string]verify.Verifier{},
+		Generation:       hex.EncodeToString(sum[:8]),
+	}
+	switch p.Mode {
+	case "":
+		p.Mode = Enforce
+	case Enforce, Warn, Audit:
+	default:
+		return nil, fmt.Errorf("mode: %q is not one of enforce, warn, audit", f.Mode)
+	}
+	switch p.Unmatched {
+	case "":
+		p.Unmatched = ActionDeny
+	case ActionDeny, ActionAllow:
+	default:
+		return nil, fmt.Errorf("unmatched: %q is not one of deny, allow", f.Unmatched)
+	}
+	var err error
+	if p.Settings, err = parseSettings(f.Settings); err != nil {
+		return nil, err
+	}
+	if deps.RequestTimeout == 0 {
+		deps.RequestTimeout = p.Settings.RequestTimeout
+	}
+	for i, vf := range f.Verifiers {
+		field := fmt.Sprintf("verifiers[%d]", i)
+		if vf.Name == "" {
+			return nil, fmt.Errorf("%s.name: required", field)
+		}
+		if _, dup := p.Verifiers[vf.Name]; dup {
+			return nil, fmt.Errorf("%s.name: %q is defined twice", field, vf.Name)
+		}
+		factory, ok := factories[vf.Type]
+		if !ok {
+			return nil, fmt.Errorf("%s (%s).type: %q is not one of %s", field, vf.Name, vf.Type, strings.Join(sortedKeys(factories), ", "))
+		}
+		block, present := vf.block()
+		for k := range present {
+			if k != vf.Type {
+				return nil, fmt.Errorf("%s (%s).%s: block does not match type %q", field, vf.Name, k, vf.Type)
+			}
+		}
+		v, err := factory(vf.Name, block, deps)
+		if err != nil {
+			return nil, fmt.Errorf("%s (%s).%s: %w", field, vf.Name, vf.Type, err)
+		}
+		p.Verifiers[vf.Name] = v
+	}
+	seen := map[string]bool{}
+	for i, rf := range f.Rules {
+		field := fmt.Sprintf("rules[%d]", i)
+		r, err := compileRule(rf, p.Verifiers)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		if seen[r.Name] {
+			return nil, fmt.Errorf("%s.name: %q is defined twice", field, r.Name)
+		}
+		seen[r.Name] = true
+		p.Rules = append(p.Rules, r)
+	}
+	return p, nil
+}
+
+func compileRule(rf RuleFile, verifiers map[string]verify.Verifier) (*Rule, error) {
+	if rf.Name == "" {
+		return nil, fmt.Errorf("name: required")
+	}
+	r := &Rule{Name: rf.Name, Namespaces: rf.Namespaces, Action: rf.Action, Require: rf.Require, PinDigest: true}
+	if rf.PinDigest != nil {
+		r.PinDigest = *rf.PinDigest
+	}
+	if len(rf.Images) == 0 {
+		return nil, fmt.Errorf("(%s).images: at least one pattern is required", rf.Name)
+	}
+	for j, s := range rf.Images {
+		pt, err := CompilePattern(s)
+		if err != nil {
+			return nil, fmt.Errorf("(%s).images[%d]: %w", rf.Name, j, err)
+		}
+		r.Patterns = append(r.Patterns, pt)
+	}
+	switch r.Action {
+	case "":
+		r.Action = ActionVerify
+	case ActionVerify, ActionAllow, ActionDeny:
+	default:
+		return nil, fmt.Errorf("(%s).action: %q is not one of verify, allow, deny", rf.Name, rf.Action)
+	}
+	switch r.Require {
+	case "":
+		r.Require = RequireAll
+	case RequireAll, RequireAny:
+	default:
+		return nil, fmt.Errorf("(%s).require: %q is not one of all, any", rf.Name, rf.Require)
+	}
+	if r.Action != ActionVerify {
+		if len(rf.Verify) > 0 {
+			return nil, fmt.Errorf("(%s).verify: only allowed with action verify", rf.Name)
+		}
+		return r, nil
+	}
+	if len(rf.Verify) == 0 {
+		return nil, fmt.Errorf("(%s).verify: action verify needs at least one verifier", rf.Name)
+	}
+	for j, n := range rf.Verify {
+		v, ok := verifiers[n]
+		if !ok {
+			return nil, fmt.Errorf("(%s).verify[%d]: no verifier named %q", rf.Name, j, n)
+		}
+		r.Verifiers = append(r.Verifiers, v)
+	}
+	return r, nil
+}
+
+func parseSettings(s SettingsFile) (Settings, error) {
+	out := Settings{DefaultDeadline, DefaultRequestTimeout, DefaultCacheTTL, DefaultDenyCacheTTL}
+	for _, f := range []struct {
+		name string
+		text string
+		into *time.Duration
+	}{
+		{"settings.deadline", s.Deadline, &out.Deadline},
+		{"settings.requestTimeout", s.RequestTimeout, &out.RequestTimeout},
+		{"settings.cacheTTL", s.CacheTTL, &out.CacheTTL},
+		{"settings.denyCacheTTL", s.DenyCacheTTL, &out.DenyCacheTTL},
+	} {
+		if f.text == "" {
+			continue
+		}
+		d, err := time.ParseDuration(f.text)
+		if err != nil || d < 0 {
+			return out, fmt.Errorf("%s: %q is not a duration like 8s", f.name, f.text)
+		}
+		*f.into = d
+	}
+	if out.Deadline <= 0 || out.Deadline > 30*time.Second {
+		return out, fmt.Errorf("settings.deadline: must be in (0s, 30s], the API server's limit")
+	}
+	if out.RequestTimeout <= 0 || out.RequestTimeout > out.Deadline {
+		return out, fmt.Errorf("settings.requestTimeout: must be positive and at most the deadline")
+	}
+	return out, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
