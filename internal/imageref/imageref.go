@@ -10,6 +10,7 @@ package imageref
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -18,6 +19,18 @@ import (
 // DockerHub is the registry name used for Docker Hub images in canonical
 // references and policy patterns; go-containerregistry calls it index.docker.io.
 const DockerHub = "docker.io"
+
+// The grammar of github.com/distribution/reference, written out: path
+// components are lower-case alphanumerics joined by '.', '_', '__' or dashes;
+// a registry host is a domain or IP with an optional port; a tag is at most
+// 128 word characters. Upper case is let through in the path here so that the
+// error for it can say what is wrong.
+var (
+	pathComponent = `[a-zA-Z0-9]+(?:(?:[._]|__|-+)[a-zA-Z0-9]+)*`
+	domain        = `(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?`
+	nameRE        = regexp.MustCompile(`^(?:` + domain + `/)?` + pathComponent + `(?:/` + pathComponent + `)*(?::[\w][\w.-]{0,127})?$`)
+	digestRE      = regexp.MustCompile(`^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$`)
+)
 
 // ErrInvalid is matched (errors.Is) by every parse failure.
 var ErrInvalid = errors.New("invalid image reference")
@@ -47,11 +60,13 @@ func Parse(s string) (Ref, error) {
 	rest, dig, hasDigest := strings.Cut(s, "@")
 	r := Ref{original: s}
 	if hasDigest {
-		d, err := name.NewDigest("x/y@"+dig, name.StrictValidation)
-		if err != nil {
-			return Ref{}, fmt.Errorf("%w %q: bad digest: %v", ErrInvalid, s, err)
+		if !digestRE.MatchString(dig) {
+			return Ref{}, fmt.Errorf("%w %q: digest must be sha256:<64 hex> or sha512:<128 hex>", ErrInvalid, s)
 		}
-		r.digest = d.DigestStr()
+		r.digest = dig
+	}
+	if !nameRE.MatchString(rest) {
+		return Ref{}, fmt.Errorf("%w %q: not of the form [REGISTRY/]PATH[:TAG]", ErrInvalid, s)
 	}
 	// Lower-case the registry part only: hosts are case-insensitive, repository
 	// paths are not (and upper case there is rejected below, as the kubelet does).
@@ -61,9 +76,16 @@ func Parse(s string) (Ref, error) {
 			rest = strings.ToLower(host) + rest[i:]
 		}
 	}
+	repoPart := rest
+	if hasTag(rest) {
+		repoPart = rest[:strings.LastIndexByte(rest, ':')]
+	}
+	if repoPart != strings.ToLower(repoPart) {
+		return Ref{}, fmt.Errorf("%w %q: repository name must be lower case", ErrInvalid, s)
+	}
 	var repo name.Repository
 	if hasDigest && !hasTag(rest) {
-		rp, err := name.NewRepository(rest, name.StrictValidation)
+		rp, err := name.NewRepository(rest, name.WeakValidation)
 		if err != nil {
 			return Ref{}, fmt.Errorf("%w %q: %v", ErrInvalid, s, err)
 		}
@@ -80,9 +102,6 @@ func Parse(s string) (Ref, error) {
 		r.registry = DockerHub
 	}
 	r.path = repo.RepositoryStr()
-	if r.path != strings.ToLower(r.path) {
-		return Ref{}, fmt.Errorf("%w %q: repository name must be lower case", ErrInvalid, s)
-	}
 	return r, nil
 }
 

@@ -362,6 +362,9 @@ func parseSettings(s SettingsFile) (Settings, error) {
 	if out.Deadline <= 0 || out.Deadline > 30*time.Second {
 		return out, fmt.Errorf("settings.deadline: must be in (0s, 30s], the API server's limit")
 	}
+	if s.RequestTimeout == "" && out.RequestTimeout > out.Deadline {
+		out.RequestTimeout = out.Deadline
+	}
 	if out.RequestTimeout <= 0 || out.RequestTimeout > out.Deadline {
 		return out, fmt.Errorf("settings.requestTimeout: must be positive and at most the deadline")
 	}

@@ -1,0 +1,316 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/trustgate-dev/trustgate/internal/cache"
+	"github.com/trustgate-dev/trustgate/internal/imageref"
+	"github.com/trustgate-dev/trustgate/internal/metrics"
+	"github.com/trustgate-dev/trustgate/internal/policy"
+	"github.com/trustgate-dev/trustgate/internal/verify"
+)
+
+// Resolver finds the digest a tag points to in its registry. It is used
+// only for rules whose verifiers prove no digest (or `action: allow`) when
+// pinning, and only for registries a rule names.
+type Resolver interface {
+	Resolve(ctx context.Context, ref imageref.Ref) (string, error)
+}
+
+// Engine evaluates requests against the current policy. It is safe for
+// concurrent use; SetPolicy swaps the policy atomically.
+type Engine struct {
+	pol      atomic.Pointer[policy.Policy]
+	results  *cache.Cache[*verify.Result]
+	resolved *cache.Cache[string]
+	resolver Resolver
+	metrics  *metrics.Metrics
+	parallel int
+}
+
+// Option configures an Engine.
+type Option func(*Engine)
+
+// WithResolver sets the tag→digest resolver used for pinning.
+func WithResolver(r Resolver) Option { return func(e *Engine) { e.resolver = r } }
+
+// WithMetrics records cache and verification metrics.
+func WithMetrics(m *metrics.Metrics) Option { return func(e *Engine) { e.metrics = m } }
+
+// WithCacheSize bounds the number of cached decisions (default 100,000).
+func WithCacheSize(n int) Option {
+	return func(e *Engine) {
+		e.results = cache.New[*verify.Result](n)
+		e.resolved = cache.New[string](n)
+	}
+}
+
+// New returns an engine for p.
+func New(p *policy.Policy, opts ...Option) *Engine {
+	e := &Engine{parallel: 16}
+	WithCacheSize(100_000)(e)
+	for _, o := range opts {
+		o(e)
+	}
+	e.pol.Store(p)
+	return e
+}
+
+// Policy is the policy in force.
+func (e *Engine) Policy() *policy.Policy { return e.pol.Load() }
+
+// SetPolicy puts p in force for every later evaluation. Cached decisions of
+// the old policy are never reused: cache keys carry the policy generation.
+func (e *Engine) SetPolicy(p *policy.Policy) { e.pol.Store(p) }
+
+// Evaluate decides every distinct image of req. It returns when all are
+// decided or ctx ends; an image not decided by then is denied as timed out.
+func (e *Engine) Evaluate(ctx context.Context, req Request) Report {
+	p := e.pol.Load()
+	rep := Report{Mode: p.Mode}
+	if p.Exempt(req.Namespace) {
+		rep.Exempt = true
+		return rep
+	}
+	seen := make(map[string]bool, len(req.Images))
+	for _, img := range req.Images {
+		if !seen[img] {
+			seen[img] = true
+			rep.Decisions = append(rep.Decisions, Decision{Image: img})
+		}
+	}
+	if len(rep.Decisions) == 1 {
+		rep.Decisions[0] = e.decide(ctx, p, req, rep.Decisions[0].Image)
+		return rep
+	}
+	sem := make(chan struct{}, e.parallel)
+	var wg sync.WaitGroup
+	for i := range rep.Decisions {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			rep.Decisions[i] = e.decide(ctx, p, req, rep.Decisions[i].Image)
+		}()
+	}
+	wg.Wait()
+	return rep
+}
+
+func (e *Engine) decide(ctx context.Context, p *policy.Policy, req Request, img string) Decision {
+	d := Decision{Image: img}
+	ref, err := imageref.Parse(img)
+	if err != nil {
+		d.Action, d.Reason = "deny", err.Error()
+		return e.count(d)
+	}
+	d.Ref = ref
+	rule := p.Match(ref, req.Namespace)
+	if rule == nil {
+		d.Action = "unmatched"
+		d.Allowed = p.Unmatched == policy.ActionAllow
+		if d.Allowed {
+			d.Reason = "no rule matches; the policy allows unmatched images"
+		} else {
+			d.Reason = fmt.Sprintf("no rule matches %s; the policy denies unmatched images", ref.Repository())
+		}
+		return e.count(d)
+	}
+	d.Rule, d.Action = rule.Name, string(rule.Action)
+	switch rule.Action {
+	case policy.ActionDeny:
+		d.Reason = "the rule denies these images"
+		return e.count(d)
+	case policy.ActionAllow:
+		d.Allowed, d.Reason, d.Digest = true, "the rule allows these images without verification", ref.Digest()
+	default:
+		res, err := e.verifyAll(ctx, p, rule, ref)
+		if err != nil {
+			d.Reason = err.Error()
+			return e.count(d)
+		}
+		d.Allowed, d.Digest, d.Signers, d.Reason, d.Cached = true, res.digest, res.signers, res.reason, res.cached
+	}
+	if req.Pin && rule.PinDigest && ref.Digest() == "" {
+		if d.Digest == "" {
+			dg, err := e.resolve(ctx, p, ref)
+			if err != nil {
+				d.Allowed = false
+				d.Reason = fmt.Sprintf("%s, but its digest could not be resolved for pinning: %v", d.Reason, err)
+				return e.count(d)
+			}
+			d.Digest = dg
+		}
+		d.Pin = ref.WithDigest(d.Digest).String()
+	}
+	return e.count(d)
+}
+
+func (e *Engine) count(d Decision) Decision {
+	if e.metrics != nil {
+		res := "deny"
+		if d.Allowed {
+			res = "allow"
+		}
+		e.metrics.Decisions.WithLabelValues(d.Rule, res).Inc()
+	}
+	return d
+}
+
+type combined struct {
+	digest  string
+	signers []string
+	reason  string
+	cached  bool
+}
+
+// verifyAll applies the rule's verifiers: all must pass (require: all) or
+// the first to pass wins (require: any). Verifiers that prove digests must
+// agree with each other and with a digest in the reference.
+func (e *Engine) verifyAll(ctx context.Context, p *policy.Policy, rule *policy.Rule, ref imageref.Ref) (combined, error) {
+	var out combined
+	var failures []string
+	out.cached = true
+	for _, v := range rule.Verifiers {
+		res, src, err := e.verifyOne(ctx, p, v, ref)
+		if src != cache.Hit {
+			out.cached = false
+		}
+		if err == nil && res.Digest != "" {
+			if ref.Digest() != "" && res.Digest != ref.Digest() {
+				err = fmt.Errorf("%w: %s proved %s, but the reference asks for %s", verify.ErrUntrusted, v.Name(), res.Digest, ref.Digest())
+			} else if out.digest != "" && out.digest != res.Digest {
+				err = fmt.Errorf("%w: verifiers disagree on the digest (%s vs %s)", verify.ErrUntrusted, out.digest, res.Digest)
+			}
+		}
+		if err != nil {
+			if rule.Require == policy.RequireAll {
+				return combined{}, err
+			}
+			failures = append(failures, err.Error())
+			continue
+		}
+		if res.Digest != "" {
+			out.digest = res.Digest
+		}
+		out.signers = append(out.signers, res.Signers...)
+		if out.reason != "" {
+			out.reason += "; "
+		}
+		out.reason += fmt.Sprintf("%s: %s", v.Name(), res.Reason)
+		if rule.Require == policy.RequireAny {
+			return out, nil
+		}
+	}
+	if rule.Require == policy.RequireAny {
+		return combined{}, fmt.Errorf("no verifier passed: %s", strings.Join(failures, "; "))
+	}
+	if out.digest == "" {
+		out.digest = ref.Digest()
+	}
+	return out, nil
+}
+
+func cacheKey(p *policy.Policy, verifier string, ref imageref.Ref) string {
+	return p.Generation + "|" + verifier + "|" + ref.String()
+}
+
+func (e *Engine) verifyOne(ctx context.Context, p *policy.Policy, v verify.Verifier, ref imageref.Ref) (*verify.Result, cache.Source, error) {
+	key := cacheKey(p, v.Name(), ref)
+	deadline := p.Settings.Deadline
+	out, src := e.results.Do(ctx, key,
+		func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), deadline)
+		},
+		func(vctx context.Context) cache.Outcome[*verify.Result] {
+			start := time.Now()
+			res, err := v.Verify(vctx, ref)
+			if err == nil && res == nil {
+				err = fmt.Errorf("%w: verifier %s returned no result", verify.ErrUnavailable, v.Name())
+			}
+			if e.metrics != nil {
+				e.metrics.VerifyDuration.WithLabelValues(v.Name(), resultLabel(err)).Observe(time.Since(start).Seconds())
+			}
+			if err == nil && ref.Digest() == "" && res.Digest != "" {
+				// A pod created from a template pinned by this decision asks for
+				// tag@digest: answer it from the cache, with no new verification.
+				pinned := ref.WithDigest(res.Digest)
+				e.results.Put(cacheKey(p, v.Name(), pinned), cache.Outcome[*verify.Result]{Value: res}, successTTL(p, res))
+			}
+			return cache.Outcome[*verify.Result]{Value: res, Err: err}
+		},
+		func(o cache.Outcome[*verify.Result]) time.Duration {
+			switch {
+			case o.Err == nil:
+				return successTTL(p, o.Value)
+			case errors.Is(o.Err, verify.ErrUntrusted):
+				return p.Settings.DenyCacheTTL
+			default:
+				return 0
+			}
+		})
+	if e.metrics != nil {
+		e.metrics.CacheLookups.WithLabelValues([...]string{"miss", "hit", "shared"}[src]).Inc()
+	}
+	if out.Err != nil {
+		if ctx.Err() != nil && errors.Is(out.Err, ctx.Err()) {
+			return nil, src, fmt.Errorf("%w: verification by %s timed out before the admission deadline", verify.ErrUnavailable, v.Name())
+		}
+		return nil, src, out.Err
+	}
+	return out.Value, src, nil
+}
+
+func successTTL(p *policy.Policy, r *verify.Result) time.Duration {
+	ttl := p.Settings.CacheTTL
+	if r != nil && !r.Expires.IsZero() {
+		if until := time.Until(r.Expires); until < ttl {
+			ttl = until
+		}
+	}
+	return ttl
+}
+
+func resultLabel(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, verify.ErrUntrusted):
+		return "untrusted"
+	default:
+		return "unavailable"
+	}
+}
+
+func (e *Engine) resolve(ctx context.Context, p *policy.Policy, ref imageref.Ref) (string, error) {
+	if e.resolver == nil {
+		return "", errors.New("no registry resolver configured")
+	}
+	deadline := p.Settings.Deadline
+	out, _ := e.resolved.Do(ctx, p.Generation+"|resolve|"+ref.String(),
+		func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), deadline)
+		},
+		func(rctx context.Context) cache.Outcome[string] {
+			d, err := e.resolver.Resolve(rctx, ref)
+			return cache.Outcome[string]{Value: d, Err: err}
+		},
+		func(o cache.Outcome[string]) time.Duration {
+			if o.Err != nil {
+				return 0
+			}
+			// A resolved (unverified) tag may move; keep it briefly.
+			return p.Settings.DenyCacheTTL
+		})
+	if out.Err != nil && ctx.Err() != nil {
+		return "", fmt.Errorf("resolving the digest timed out: %w", out.Err)
+	}
+	return out.Value, out.Err
+}

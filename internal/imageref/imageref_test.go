@@ -1,0 +1,110 @@
+package imageref
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+const dg = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		in, canonical, gun, tag, digest, registry string
+	}{
+		{in: "nginx", canonical: "docker.io/library/nginx:latest", gun: "docker.io/library/nginx", tag: "latest", registry: "docker.io"},
+		{in: "nginx:1.25", canonical: "docker.io/library/nginx:1.25", gun: "docker.io/library/nginx", tag: "1.25", registry: "docker.io"},
+		{in: "docker.io/nginx", canonical: "docker.io/library/nginx:latest", gun: "docker.io/library/nginx", tag: "latest", registry: "docker.io"},
+		{in: "index.docker.io/library/nginx:1", canonical: "docker.io/library/nginx:1", gun: "docker.io/library/nginx", tag: "1", registry: "docker.io"},
+		{in: "bitnami/redis", canonical: "docker.io/bitnami/redis:latest", gun: "docker.io/bitnami/redis", tag: "latest", registry: "docker.io"},
+		{in: "127.0.0.1:5000/demo/app:v1", canonical: "127.0.0.1:5000/demo/app:v1", gun: "127.0.0.1:5000/demo/app", tag: "v1", registry: "127.0.0.1:5000"},
+		{in: "localhost:5000/app", canonical: "localhost:5000/app:latest", gun: "localhost:5000/app", tag: "latest", registry: "localhost:5000"},
+		{in: "localhost/app", canonical: "localhost/app:latest", gun: "localhost/app", tag: "latest", registry: "localhost"},
+		{in: "MyRegistry.AzureCR.io/team/app:v2", canonical: "myregistry.azurecr.io/team/app:v2", gun: "myregistry.azurecr.io/team/app", tag: "v2", registry: "myregistry.azurecr.io"},
+		{in: "reg.io/a/b/c/d:tag", canonical: "reg.io/a/b/c/d:tag", gun: "reg.io/a/b/c/d", tag: "tag", registry: "reg.io"},
+		{in: "reg.io/app@" + dg, canonical: "reg.io/app@" + dg, gun: "reg.io/app", digest: dg, registry: "reg.io"},
+		{in: "reg.io/app:v1@" + dg, canonical: "reg.io/app:v1@" + dg, gun: "reg.io/app", tag: "v1", digest: dg, registry: "reg.io"},
+		{in: "reg.io:443/app:v1@" + dg, canonical: "reg.io:443/app:v1@" + dg, gun: "reg.io:443/app", tag: "v1", digest: dg, registry: "reg.io:443"},
+		{in: "nginx@" + dg, canonical: "docker.io/library/nginx@" + dg, gun: "docker.io/library/nginx", digest: dg, registry: "docker.io"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			r, err := Parse(tc.in)
+			if err != nil {
+				t.Fatalf("Parse(%q): %v", tc.in, err)
+			}
+			if got := r.String(); got != tc.canonical {
+				t.Errorf("String() = %q, want %q", got, tc.canonical)
+			}
+			if got := r.GUN(); got != tc.gun {
+				t.Errorf("GUN() = %q, want %q", got, tc.gun)
+			}
+			if r.Tag() != tc.tag || r.Digest() != tc.digest || r.Registry() != tc.registry {
+				t.Errorf("tag/digest/registry = %q/%q/%q, want %q/%q/%q", r.Tag(), r.Digest(), r.Registry(), tc.tag, tc.digest, tc.registry)
+			}
+			if r.Original() != tc.in {
+				t.Errorf("Original() = %q, want %q", r.Original(), tc.in)
+			}
+			// The canonical form must parse to itself.
+			r2, err := Parse(r.String())
+			if err != nil || r2.String() != r.String() {
+				t.Errorf("round trip of %q: %v %q", r.String(), err, r2.String())
+			}
+		})
+	}
+}
+
+func TestParseInvalid(t *testing.T) {
+	for _, in := range []string{
+		"", " nginx", "nginx ", "Nginx", "reg.io/Team/app", "reg.io/app:", "reg.io/app@sha256:short",
+		"reg.io/app@md5:0123", "reg.io//app", "reg.io/app:v1:v2", "reg.io/app@" + dg + "@" + dg,
+		"reg.io/app:" + strings.Repeat("x", 200), strings.Repeat("a/", 3000) + "b", "reg.io/app:tag with space",
+		"-reg.io/app",
+	} {
+		t.Run(in, func(t *testing.T) {
+			if r, err := Parse(in); err == nil {
+				t.Fatalf("Parse(%q) = %q, want error", in, r)
+			} else if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Parse(%q) error %v does not match ErrInvalid", in, err)
+			}
+		})
+	}
+}
+
+func TestWithDigest(t *testing.T) {
+	r := MustParse("nginx:1")
+	p := r.WithDigest(dg)
+	if got, want := p.String(), "docker.io/library/nginx:1@"+dg; got != want {
+		t.Fatalf("WithDigest = %q, want %q", got, want)
+	}
+	if r.Digest() != "" {
+		t.Fatal("WithDigest modified the receiver")
+	}
+	if got := p.WithoutDigest().String(); got != "docker.io/library/nginx:1" {
+		t.Fatalf("WithoutDigest = %q", got)
+	}
+	n, err := p.Name()
+	if err != nil || n.String() != "index.docker.io/library/nginx@"+dg {
+		t.Fatalf("Name() = %v, %v", n, err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"nginx", "reg.io:5000/a/b:c@" + dg, "localhost/x", "UPPER/x", "a@b", ":", "@"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := Parse(s)
+		if err != nil {
+			return
+		}
+		// Whatever parses must have a canonical form that parses to itself.
+		r2, err := Parse(r.String())
+		if err != nil {
+			t.Fatalf("canonical %q of %q does not parse: %v", r.String(), s, err)
+		}
+		if r2.String() != r.String() || r2.GUN() != r.GUN() {
+			t.Fatalf("canonical form unstable: %q -> %q", r.String(), r2.String())
+		}
+	})
+}

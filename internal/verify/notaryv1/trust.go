@@ -1,0 +1,430 @@
+package notaryv1
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/trustgate-dev/trustgate/internal/verify/notaryv1/tuf"
+)
+
+// rootState is a trusted root.json.
+type rootState struct {
+	raw  []byte
+	root *tuf.Root
+}
+
+// roleData is a verified targets role (targets.json or a delegation).
+type roleData struct {
+	meta    tuf.FileMeta
+	targets *tuf.Targets
+	// chain holds the delegation entries from targets down to this role; a
+	// target counts only if every one of them allows its name.
+	chain []tuf.DelegatedRole
+}
+
+// trustData is one consistent, fully verified view of a repository.
+// It is immutable once built.
+type trustData struct {
+	root      *rootState
+	timestamp *tuf.Timestamp
+	snapshot  *tuf.Snapshot
+	snapMeta  tuf.FileMeta
+	// roles holds "targets" and the delegations trustgate needs; a missing
+	// entry means the role does not exist.
+	roles     map[string]*roleData
+	fetchedAt time.Time
+	expires   time.Time // earliest expiry of the metadata above
+}
+
+// gunState is what this process remembers about one repository.
+type gunState struct {
+	mu sync.Mutex
+	// root is the trusted root (pinned-verified or first seen), kept even
+	// when a later step fails so trust on first use cannot be re-rolled.
+	root *rootState
+	data *trustData
+	// seen is the highest version verified per role: the rollback guard.
+	seen map[string]int
+}
+
+func (v *Verifier) gunState(gun string) *gunState {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	st, ok := v.guns[gun]
+	if !ok {
+		if len(v.guns) >= maxGUNs {
+			for k := range v.guns { // drop an arbitrary entry: bounded memory
+				delete(v.guns, k)
+				break
+			}
+		}
+		st = &gunState{}
+		v.guns[gun] = st
+	}
+	return st
+}
+
+// current returns cached trust data when it may be used without asking the
+// server: fetched within the freshness interval and not expired.
+func (v *Verifier) current(st *gunState, now time.Time) *trustData {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	td := st.data
+	if td == nil || v.freshness <= 0 || now.Sub(td.fetchedAt) >= v.freshness || !now.Before(td.expires) {
+		return nil
+	}
+	return td
+}
+
+// refresh brings the repository's trust data up to date. Only one refresh
+// per repository runs at a time (singleflight in the caller).
+func (v *Verifier) refresh(ctx context.Context, gun, registry string, st *gunState) (*trustData, error) {
+	st.mu.Lock()
+	root, old, seen := st.root, st.data, maps.Clone(st.seen)
+	st.mu.Unlock()
+	if seen == nil {
+		seen = map[string]int{}
+	}
+	now := v.now()
+	if root == nil {
+		raw, err := v.fetch.fetchRole(ctx, gun, registry, tuf.RoleRoot, v.maxMeta)
+		if errors.Is(err, errNotFound) {
+			return nil, untrusted(nil, "%s has no trust data on %s", gun, v.fetch.base)
+		}
+		if err != nil {
+			return nil, err
+		}
+		root, err = v.checkRoot(gun, raw, nil, now)
+		if err != nil {
+			return nil, err
+		}
+		v.keepRoot(st, root)
+	}
+	for attempt := 0; ; attempt++ {
+		td, rotated, err := v.update(ctx, gun, registry, root, old, seen, now)
+		if err != nil {
+			return nil, err
+		}
+		if rotated == nil {
+			for role, rd := range td.roles {
+				seen[role] = rd.targets.Version
+			}
+			seen[tuf.RoleRoot] = td.root.root.Version
+			seen[tuf.RoleTimestamp] = td.timestamp.Version
+			seen[tuf.RoleSnapshot] = td.snapshot.Version
+			st.mu.Lock()
+			st.root, st.data, st.seen = td.root, td, seen
+			st.mu.Unlock()
+			return td, nil
+		}
+		if attempt > 0 {
+			return nil, untrusted(nil, "root of %s changed twice during one update", gun)
+		}
+		// A new root was accepted: everything must be re-verified with its keys.
+		root, old = rotated, nil
+		v.keepRoot(st, root)
+	}
+}
+
+func (v *Verifier) keepRoot(st *gunState, r *rootState) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.root = r
+	if st.seen == nil {
+		st.seen = map[string]int{}
+	}
+	st.seen[tuf.RoleRoot] = max(st.seen[tuf.RoleRoot], r.root.Version)
+}
+
+// checkRoot decides whether raw is a root to trust: self-signed to its own
+// threshold; when replacing prev, also signed to prev's threshold and newer;
+// signed by a pinned key when keys are pinned; not expired.
+func (v *Verifier) checkRoot(gun string, raw []byte, prev *rootState, now time.Time) (*rootState, error) {
+	s, err := tuf.ParseSigned(raw)
+	if err != nil {
+		return nil, unavailable(err, "root of %s is malformed", gun)
+	}
+	var r tuf.Root
+	if err := s.Decode(tuf.TypeRoot, &r); err != nil {
+		return nil, untrusted(err, "root of %s", gun)
+	}
+	for _, role := range []string{tuf.RoleRoot, tuf.RoleTimestamp, tuf.RoleSnapshot, tuf.RoleTargets} {
+		if _, ok := r.Roles[role]; !ok {
+			return nil, untrusted(nil, "root of %s defines no %s role", gun, role)
+		}
+	}
+	rk := r.Roles[tuf.RoleRoot]
+	signers, err := s.VerifySignatures(r.Keys, rk.KeyIDs, rk.Threshold)
+	if err != nil {
+		return nil, untrusted(err, "root of %s (version %d) is not signed by its own root keys", gun, r.Version)
+	}
+	if prev != nil {
+		if r.Version <= prev.root.Version {
+			return nil, untrusted(nil, "root of %s: version %d is not newer than trusted version %d (rollback)", gun, r.Version, prev.root.Version)
+		}
+		pk := prev.root.Roles[tuf.RoleRoot]
+		if _, err := s.VerifySignatures(prev.root.Keys, pk.KeyIDs, pk.Threshold); err != nil {
+			return nil, untrusted(err, "new root of %s (version %d) is not signed by the trusted root (version %d)", gun, r.Version, prev.root.Version)
+		}
+	}
+	if len(v.cfg.pins) > 0 && !v.signedByPin(&r, signers) {
+		return nil, untrusted(nil, "root of %s is not signed by a key in rootKeys", gun)
+	}
+	if !now.Before(r.Expires) {
+		return nil, untrusted(nil, "root of %s expired at %s", gun, r.Expires.UTC().Format(time.RFC3339))
+	}
+	for _, id := range signers {
+		if err := r.Keys[id].CheckCertValidity(now); err != nil {
+			return nil, untrusted(err, "root of %s", gun)
+		}
+	}
+	return &rootState{raw: raw, root: &r}, nil
+}
+
+func (v *Verifier) signedByPin(r *tuf.Root, signers []string) bool {
+	for _, id := range signers {
+		der, err := r.Keys[id].PKIX()
+		if err != nil {
+			continue
+		}
+		for _, pin := range v.cfg.pins {
+			if bytes.Equal(der, pin) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// rotateRoot fetches root.json and accepts it if it is a proper successor of
+// cur. It returns nil, nil when the server's root is cur itself.
+func (v *Verifier) rotateRoot(ctx context.Context, gun, registry string, cur *rootState, meta *tuf.FileMeta, now time.Time) (*rootState, error) {
+	limit := v.maxMeta
+	if meta != nil {
+		limit = meta.Length
+	}
+	raw, err := v.fetch.fetchRole(ctx, gun, registry, tuf.RoleRoot, limit)
+	if errors.Is(err, errNotFound) {
+		return nil, untrusted(nil, "root of %s is gone from %s", gun, v.fetch.base)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if meta != nil {
+		if err := tuf.CheckFile(raw, *meta); err != nil {
+			return nil, untrusted(err, "root of %s does not match the snapshot", gun)
+		}
+	}
+	if bytes.Equal(raw, cur.raw) {
+		return nil, nil
+	}
+	return v.checkRoot(gun, raw, cur, now)
+}
+
+// update verifies timestamp → snapshot → targets → delegations with root.
+// If the metadata shows that root has been replaced (the snapshot pins a
+// different root.json, or the timestamp/snapshot keys no longer verify), it
+// returns the verified successor root instead and the caller starts over.
+func (v *Verifier) update(ctx context.Context, gun, registry string, root *rootState, old *trustData, seen map[string]int, now time.Time) (*trustData, *rootState, error) {
+	if old != nil && old.root != root {
+		old = nil
+	}
+	td := &trustData{root: root, roles: map[string]*roleData{}, expires: root.root.Expires}
+
+	// Timestamp: size unknown, so capped by the configured maximum.
+	raw, err := v.fetch.fetchRole(ctx, gun, registry, tuf.RoleTimestamp, v.maxMeta)
+	if errors.Is(err, errNotFound) {
+		return nil, nil, untrusted(nil, "%s has no timestamp on %s", gun, v.fetch.base)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := tuf.ParseSigned(raw)
+	if err != nil {
+		return nil, nil, unavailable(err, "timestamp of %s is malformed", gun)
+	}
+	if rotated, err := v.verifyBase(ctx, gun, registry, root, tuf.RoleTimestamp, s, now); rotated != nil || err != nil {
+		return nil, rotated, err
+	}
+	var ts tuf.Timestamp
+	if err := v.decode(gun, tuf.RoleTimestamp, s, tuf.TypeTimestamp, &ts, &ts.Common, seen, now); err != nil {
+		return nil, nil, err
+	}
+	td.timestamp = &ts
+	td.expires = earliest(td.expires, ts.Expires)
+
+	// Snapshot, pinned by the timestamp.
+	snapMeta, ok := ts.Meta[tuf.RoleSnapshot]
+	if !ok {
+		return nil, nil, untrusted(nil, "timestamp of %s does not pin a snapshot", gun)
+	}
+	td.snapMeta = snapMeta
+	if old != nil && tuf.SameFile(old.snapMeta, snapMeta) {
+		td.snapshot = old.snapshot
+		if err := checkFresh(gun, tuf.RoleSnapshot, &td.snapshot.Common, seen, now); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		old = nil // a new snapshot: re-verify the rest rather than trust old pointers
+		s, err := v.fetchPinned(ctx, gun, registry, tuf.RoleSnapshot, snapMeta)
+		if err != nil {
+			return nil, nil, err
+		}
+		if rotated, err := v.verifyBase(ctx, gun, registry, root, tuf.RoleSnapshot, s, now); rotated != nil || err != nil {
+			return nil, rotated, err
+		}
+		var snap tuf.Snapshot
+		if err := v.decode(gun, tuf.RoleSnapshot, s, tuf.TypeSnapshot, &snap, &snap.Common, seen, now); err != nil {
+			return nil, nil, err
+		}
+		td.snapshot = &snap
+	}
+	td.expires = earliest(td.expires, td.snapshot.Expires)
+
+	// A snapshot that pins another root.json means the root was rotated.
+	if rm, ok := td.snapshot.Meta[tuf.RoleRoot]; ok && tuf.CheckFile(root.raw, rm) != nil {
+		rotated, err := v.rotateRoot(ctx, gun, registry, root, &rm, now)
+		if err != nil {
+			return nil, nil, err
+		}
+		if rotated == nil { // cannot happen: CheckFile differed but bytes equal
+			return nil, nil, untrusted(nil, "root of %s does not match its snapshot", gun)
+		}
+		return nil, rotated, nil
+	}
+
+	// targets.json, keys from root.
+	tk := root.root.Roles[tuf.RoleTargets]
+	rd, err := v.loadTargets(ctx, gun, registry, tuf.RoleTargets, td.snapshot, root.root.Keys, tk.KeyIDs, tk.Threshold, old, seen, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	td.roles[tuf.RoleTargets] = rd
+	td.expires = earliest(td.expires, rd.targets.Expires)
+
+	// Delegations on the way to the counted roles, parents first.
+	for _, name := range v.load {
+		parentName := name[:strings.LastIndexByte(name, '/')]
+		parent := td.roles[parentName]
+		if parent == nil {
+			continue // parent role does not exist, so neither does this one
+		}
+		i := slices.IndexFunc(parent.targets.Delegations.Roles, func(d tuf.DelegatedRole) bool { return d.Name == name })
+		if i < 0 {
+			continue // not delegated
+		}
+		dr := parent.targets.Delegations.Roles[i]
+		if _, ok := td.snapshot.Meta[name]; !ok {
+			continue // delegated but never published: it has signed nothing
+		}
+		rd, err := v.loadTargets(ctx, gun, registry, name, td.snapshot, parent.targets.Delegations.Keys, dr.KeyIDs, dr.Threshold, old, seen, now)
+		if err != nil {
+			return nil, nil, err
+		}
+		rd.chain = append(slices.Clip(parent.chain), dr)
+		td.roles[name] = rd
+		td.expires = earliest(td.expires, rd.targets.Expires)
+	}
+	td.fetchedAt = now
+	return td, nil, nil
+}
+
+// verifyBase checks a timestamp or snapshot signature with root's keys. On
+// failure it looks for a rotated root, which would explain new keys.
+func (v *Verifier) verifyBase(ctx context.Context, gun, registry string, root *rootState, role string, s *tuf.Signed, now time.Time) (*rootState, error) {
+	rk := root.root.Roles[role]
+	_, err := s.VerifySignatures(root.root.Keys, rk.KeyIDs, rk.Threshold)
+	if err == nil {
+		return nil, nil
+	}
+	rotated, rerr := v.rotateRoot(ctx, gun, registry, root, nil, now)
+	if rerr != nil {
+		return nil, rerr
+	}
+	if rotated != nil {
+		return rotated, nil
+	}
+	return nil, untrusted(err, "%s of %s is not signed by its keys", role, gun)
+}
+
+// fetchPinned downloads a file whose length and hashes are signed in meta.
+func (v *Verifier) fetchPinned(ctx context.Context, gun, registry, role string, meta tuf.FileMeta) (*tuf.Signed, error) {
+	if meta.Length <= 0 || meta.Length > v.maxMeta {
+		return nil, untrusted(nil, "%s of %s: signed length %d is outside 1..%d", role, gun, meta.Length, v.maxMeta)
+	}
+	raw, err := v.fetch.fetchRole(ctx, gun, registry, role, meta.Length)
+	if errors.Is(err, errNotFound) {
+		return nil, untrusted(nil, "%s of %s is listed in the snapshot but missing on %s", role, gun, v.fetch.base)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := tuf.CheckFile(raw, meta); err != nil {
+		return nil, untrusted(err, "%s of %s does not match its signed hash", role, gun)
+	}
+	s, err := tuf.ParseSigned(raw)
+	if err != nil {
+		return nil, untrusted(err, "%s of %s", role, gun)
+	}
+	return s, nil
+}
+
+// loadTargets returns the verified targets role name, reusing old's copy
+// when the snapshot still pins the same file under the same root.
+func (v *Verifier) loadTargets(ctx context.Context, gun, registry, name string, snap *tuf.Snapshot, keys map[string]tuf.Key, keyIDs []string, threshold int, old *trustData, seen map[string]int, now time.Time) (*roleData, error) {
+	meta, ok := snap.Meta[name]
+	if !ok {
+		return nil, untrusted(nil, "snapshot of %s does not list %s", gun, name)
+	}
+	if old != nil {
+		if prev := old.roles[name]; prev != nil && tuf.SameFile(prev.meta, meta) {
+			if err := checkFresh(gun, name, &prev.targets.Common, seen, now); err != nil {
+				return nil, err
+			}
+			return &roleData{meta: meta, targets: prev.targets}, nil
+		}
+	}
+	s, err := v.fetchPinned(ctx, gun, registry, name, meta)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.VerifySignatures(keys, keyIDs, threshold); err != nil {
+		return nil, untrusted(err, "%s of %s is not signed by its keys", name, gun)
+	}
+	var t tuf.Targets
+	if err := v.decode(gun, name, s, tuf.TypeTargets, &t, &t.Common, seen, now); err != nil {
+		return nil, err
+	}
+	return &roleData{meta: meta, targets: &t}, nil
+}
+
+func (v *Verifier) decode(gun, role string, s *tuf.Signed, typ string, out tuf.Body, c *tuf.Common, seen map[string]int, now time.Time) error {
+	if err := s.Decode(typ, out); err != nil {
+		return untrusted(err, "%s of %s", role, gun)
+	}
+	return checkFresh(gun, role, c, seen, now)
+}
+
+// checkFresh rejects expired metadata and versions older than seen before.
+func checkFresh(gun, role string, c *tuf.Common, seen map[string]int, now time.Time) error {
+	if !now.Before(c.Expires) {
+		return untrusted(nil, "%s of %s expired at %s", role, gun, c.Expires.UTC().Format(time.RFC3339))
+	}
+	if c.Version < seen[role] {
+		return untrusted(nil, "%s of %s: version %d is older than version %d seen before (rollback)", role, gun, c.Version, seen[role])
+	}
+	return nil
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}

@@ -1,0 +1,308 @@
+package notaryv1
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/trustgate-dev/trustgate/internal/imageref"
+	"github.com/trustgate-dev/trustgate/internal/verify"
+	"github.com/trustgate-dev/trustgate/internal/verify/credentials"
+	"github.com/trustgate-dev/trustgate/internal/verify/notaryv1/tuf"
+)
+
+// Docker's release delegation.
+const roleReleases = "targets/releases"
+
+// Verifier checks images against one notary server and trust configuration.
+// It is safe for concurrent use.
+type Verifier struct {
+	name      string
+	cfg       *settings
+	fetch     *fetcher
+	now       func() time.Time
+	freshness time.Duration
+	maxMeta   int64
+	// counted are the roles whose signatures count, in order of preference
+	// for Docker's rule.
+	counted []string
+	// load are the delegations to fetch, parents before children.
+	load []string
+
+	group singleflight.Group
+	mu    sync.Mutex
+	guns  map[string]*gunState
+}
+
+var _ verify.Verifier = (*Verifier)(nil)
+
+// New builds a Verifier from a decoded Config.
+func New(name string, cfg Config, deps verify.Deps, opts ...Option) (*Verifier, error) {
+	o := options{now: time.Now, freshness: DefaultFreshness, maxMeta: DefaultMaxMetadataBytes}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.maxMeta <= 0 {
+		return nil, fmt.Errorf("notaryv1 %s: max metadata size must be positive", name)
+	}
+	s, err := parseConfig(cfg, deps, o.getenv)
+	if err != nil {
+		return nil, fmt.Errorf("notaryv1 %s: %w", name, err)
+	}
+	client, err := newHTTPClient(deps.Transport, s.rootCAs)
+	if err != nil {
+		return nil, fmt.Errorf("notaryv1 %s: %w", name, err)
+	}
+	timeout := deps.RequestTimeout
+	if timeout <= 0 {
+		timeout = DefaultRequestTimeout
+	}
+	v := &Verifier{
+		name: name,
+		cfg:  s,
+		fetch: &fetcher{
+			base:       trimServer(s.server.String()),
+			auth:       credentials.NewAuthenticator(client, s.creds, o.now),
+			reqTimeout: timeout,
+		},
+		now:       o.now,
+		freshness: o.freshness,
+		maxMeta:   o.maxMeta,
+		guns:      map[string]*gunState{},
+	}
+	v.counted = s.signers
+	if len(v.counted) == 0 {
+		v.counted = []string{roleReleases, tuf.RoleTargets}
+	}
+	v.load = delegationsToLoad(v.counted)
+	return v, nil
+}
+
+// delegationsToLoad lists every delegation on the path to the counted
+// roles (targets/a/b needs targets/a), shallow ones first.
+func delegationsToLoad(counted []string) []string {
+	set := map[string]bool{}
+	for _, r := range counted {
+		for i := len(tuf.RoleTargets); i < len(r); i++ {
+			if r[i] == '/' {
+				set[r[:i]] = true
+			}
+		}
+		set[r] = true
+	}
+	delete(set, tuf.RoleTargets)
+	out := make([]string, 0, len(set))
+	for r := range set {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		di, dj := strings.Count(out[i], "/"), strings.Count(out[j], "/")
+		if di != dj {
+			return di < dj
+		}
+		return out[i] < out[j]
+	})
+	return out
+}
+
+// Name returns the verifier's name from the policy.
+func (v *Verifier) Name() string { return v.name }
+
+// Type returns "notaryv1".
+func (v *Verifier) Type() string { return Type }
+
+// Verify admits ref when the repository's Notary metadata signs it.
+func (v *Verifier) Verify(ctx context.Context, ref imageref.Ref) (*verify.Result, error) {
+	res, err := v.verify(ctx, ref)
+	if err != nil {
+		return nil, fmt.Errorf("notaryv1 %s: %w", v.name, err)
+	}
+	return res, nil
+}
+
+func (v *Verifier) verify(ctx context.Context, ref imageref.Ref) (*verify.Result, error) {
+	if ref.IsZero() || (ref.Tag() == "" && ref.Digest() == "") {
+		return nil, untrusted(nil, "reference %q names no tag or digest", ref.Original())
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, transportError(ctx, err, "verify %s", ref)
+	}
+	td, err := v.trustData(ctx, ref.GUN(), ref.Registry())
+	if err != nil {
+		return nil, err
+	}
+	return v.decide(td, ref)
+}
+
+// trustData returns verified metadata for gun, from memory when fresh,
+// otherwise refreshed, with concurrent refreshes of one gun coalesced.
+func (v *Verifier) trustData(ctx context.Context, gun, registry string) (*trustData, error) {
+	st := v.gunState(gun)
+	if td := v.current(st, v.now()); td != nil {
+		return td, nil
+	}
+	ch := v.group.DoChan(gun, func() (any, error) {
+		return v.refresh(ctx, gun, registry, st)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*trustData), nil
+	case <-ctx.Done():
+		return nil, transportError(ctx, ctx.Err(), "verify %s", gun)
+	}
+}
+
+// lookup returns the digest role signed for tag, if the role exists, lists
+// the tag, and every delegation on its way allows the name.
+func lookup(td *trustData, role, tag string) (string, bool, error) {
+	rd := td.roles[role]
+	if rd == nil {
+		return "", false, nil
+	}
+	fm, ok := rd.targets.Targets[tag]
+	if !ok || !pathAllowed(rd, tag) {
+		return "", false, nil
+	}
+	d, err := targetDigest(fm)
+	if err != nil {
+		return "", false, untrusted(err, "target %s in %s", tag, role)
+	}
+	return d, true, nil
+}
+
+func pathAllowed(rd *roleData, name string) bool {
+	for _, d := range rd.chain {
+		if !d.AllowsPath(name) {
+			return false
+		}
+	}
+	return true
+}
+
+func targetDigest(fm tuf.FileMeta) (string, error) {
+	h := fm.Hashes["sha256"]
+	if len(h) != 32 {
+		return "", errors.New("no 32-byte sha256 hash")
+	}
+	return "sha256:" + hex.EncodeToString(h), nil
+}
+
+// decide applies the signer rule to verified metadata.
+func (v *Verifier) decide(td *trustData, ref imageref.Ref) (*verify.Result, error) {
+	repo := ref.Repository()
+	if ref.Tag() == "" {
+		return v.decideDigest(td, ref)
+	}
+	tag := ref.Tag()
+	var digest string
+	var signers []string
+	if len(v.cfg.signers) == 0 {
+		// Docker's rule: targets/releases, else targets; other
+		// delegations do not count.
+		for _, role := range v.counted {
+			d, ok, err := lookup(td, role, tag)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				digest, signers = d, []string{role}
+				break
+			}
+		}
+		if digest == "" {
+			return nil, untrusted(nil, "tag %s of %s is not signed in %s or %s", tag, repo, roleReleases, tuf.RoleTargets)
+		}
+	} else {
+		byDigest := map[string][]string{}
+		for _, role := range v.counted {
+			d, ok, err := lookup(td, role, tag)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				byDigest[d] = append(byDigest[d], role)
+			}
+		}
+		switch len(byDigest) {
+		case 0:
+			return nil, untrusted(nil, "tag %s of %s is not signed in %s", tag, repo, strings.Join(v.counted, " or "))
+		case 1:
+		default:
+			var parts []string
+			for d, roles := range byDigest {
+				parts = append(parts, strings.Join(roles, ", ")+" → "+d)
+			}
+			sort.Strings(parts)
+			return nil, untrusted(nil, "tag %s of %s is signed to different digests (%s)", tag, repo, strings.Join(parts, "; "))
+		}
+		for d, roles := range byDigest {
+			digest, signers = d, roles
+		}
+		if len(signers) < v.cfg.thresh {
+			return nil, untrusted(nil, "tag %s of %s is signed by %d of the %d required roles among %s (signed: %s)",
+				tag, repo, len(signers), v.cfg.thresh, strings.Join(v.counted, ", "), strings.Join(signers, ", "))
+		}
+	}
+	if ref.Digest() != "" && ref.Digest() != digest {
+		return nil, untrusted(nil, "tag %s of %s is signed for %s, not %s", tag, repo, digest, ref.Digest())
+	}
+	return &verify.Result{
+		Digest:  digest,
+		Signers: signers,
+		Reason:  fmt.Sprintf("tag %s signed by %s", tag, strings.Join(signers, ", ")),
+		Expires: td.expires,
+	}, nil
+}
+
+// decideDigest admits a digest-only reference when counted roles sign some
+// tag with that digest.
+func (v *Verifier) decideDigest(td *trustData, ref imageref.Ref) (*verify.Result, error) {
+	want := ref.Digest()
+	var signers []string
+	for _, role := range v.counted {
+		rd := td.roles[role]
+		if rd == nil {
+			continue
+		}
+		// Sorted for deterministic results and messages.
+		names := make([]string, 0, len(rd.targets.Targets))
+		for name := range rd.targets.Targets {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			d, err := targetDigest(rd.targets.Targets[name])
+			if err == nil && d == want && pathAllowed(rd, name) {
+				signers = append(signers, role)
+				break
+			}
+		}
+	}
+	need := v.cfg.thresh
+	if len(v.cfg.signers) == 0 {
+		need = 1
+	}
+	if len(signers) == 0 {
+		return nil, untrusted(nil, "digest %s of %s is not signed in %s", want, ref.Repository(), strings.Join(v.counted, " or "))
+	}
+	if len(signers) < need {
+		return nil, untrusted(nil, "digest %s of %s is signed by %d of the %d required roles (signed: %s)", want, ref.Repository(), len(signers), need, strings.Join(signers, ", "))
+	}
+	return &verify.Result{
+		Digest:  want,
+		Signers: signers,
+		Reason:  fmt.Sprintf("digest signed by %s", strings.Join(signers, ", ")),
+		Expires: td.expires,
+	}, nil
+}
