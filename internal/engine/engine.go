@@ -54,3 +54,13 @@ func (r Report) Denied() []Decision {
 	}
 	return out
 }
+
+// PinFor returns the pinned reference decided for image, or "".
+func (r Report) PinFor(image string) string {
+	for _, d := range r.Decisions {
+		if d.Image == image && d.Allowed {
+			return d.Pin
+		}
+	}
+	return ""
+}

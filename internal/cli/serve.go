@@ -1,0 +1,198 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/trustgate-dev/trustgate/internal/admission"
+	"github.com/trustgate-dev/trustgate/internal/certs"
+	"github.com/trustgate-dev/trustgate/internal/certwatch"
+	"github.com/trustgate-dev/trustgate/internal/engine"
+	"github.com/trustgate-dev/trustgate/internal/metrics"
+	"github.com/trustgate-dev/trustgate/internal/server"
+)
+
+type serveOptions struct {
+	policyPath   string
+	addr         string
+	metricsAddr  string
+	tlsCert      string
+	tlsKey       string
+	clientCA     string
+	caOut        string
+	maxBody      int64
+	reloadPeriod time.Duration
+	logLevel     string
+}
+
+func newServeCmd() *cobra.Command {
+	var o serveOptions
+	cmd := &cobra.Command{
+		Use:   "serve --policy FILE",
+		Short: "Run the admission webhook (HTTPS: /validate, /mutate, /healthz, /readyz, /metrics)",
+		Long: `Run the admission webhook over HTTPS. Without --tls-cert, a CA and serving
+certificate for 127.0.0.1 and localhost are made in memory and the CA bundle is written
+to --ca-out (for the webhook configuration's caBundle). Certificate files and the policy
+file are re-read when they change; a broken new policy is refused and the old one stays
+in force. SIGTERM drains in-flight requests before exit.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd, o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.policyPath, "policy", "", "policy file (required)")
+	f.StringVar(&o.addr, "addr", "127.0.0.1:8443", "HTTPS listen address")
+	f.StringVar(&o.metricsAddr, "metrics-addr", "", "optional plain-HTTP address for /metrics only (the HTTPS address serves it too)")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "serving certificate PEM (re-read on change)")
+	f.StringVar(&o.tlsKey, "tls-key", "", "serving key PEM (re-read on change)")
+	f.StringVar(&o.clientCA, "client-ca", "", "require client certificates signed by this CA (mutual TLS with the API server)")
+	f.StringVar(&o.caOut, "ca-out", "", "where to write the CA bundle of the self-signed certificate (default: a file in the temp folder)")
+	f.Int64Var(&o.maxBody, "max-body-bytes", admission.DefaultMaxBodyBytes, "largest AdmissionReview body accepted")
+	f.DurationVar(&o.reloadPeriod, "reload-period", 2*time.Second, "how often the policy file is checked for changes")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func runServe(cmd *cobra.Command, o serveOptions) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return usageErr("--log-level: %v", err)
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return usageErr("--tls-cert and --tls-key go together")
+	}
+	log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+
+	p, err := loadPolicy(o.policyPath)
+	if err != nil {
+		return err
+	}
+	eng := newEngine(p, m)
+	log.Info("policy loaded", "path", o.policyPath, "generation", p.Generation, "rules", len(p.Rules), "mode", p.Mode)
+
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	getCert, err := servingCertificate(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	hooks := admission.Options{Evaluator: eng, Logger: log, Metrics: m, Deadline: p.Settings.Deadline, MaxBodyBytes: o.maxBody}
+	validate, err := admission.NewValidating(hooks)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	mutate, err := admission.NewMutating(hooks)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	var ready atomic.Bool
+	ready.Store(true)
+	go watchPolicy(ctx, o.policyPath, o.reloadPeriod, eng, m, log)
+
+	srv, err := server.New(server.Options{
+		Addr:           o.addr,
+		GetCertificate: getCert,
+		ClientCAFile:   o.clientCA,
+		Validate:       validate,
+		Mutate:         mutate,
+		Ready:          ready.Load,
+		Metrics:        promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		MetricsAddr:    o.metricsAddr,
+		Logger:         log,
+	})
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	if err := srv.Run(ctx); err != nil {
+		return &exitError{code: ExitUsage, err: err}
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// servingCertificate returns the certificate source: the watched files, or a
+// self-signed pair made in memory whose CA bundle is written out.
+func servingCertificate(ctx context.Context, o serveOptions, log *slog.Logger) (func(*tls.ClientHelloInfo) (*tls.Certificate, error), error) {
+	if o.tlsCert != "" {
+		w, err := certwatch.New(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return nil, usageErr("serving certificate: %v", err)
+		}
+		w.Logger = log
+		go w.Start(ctx)
+		return w.GetCertificate, nil
+	}
+	caPEM, cert, err := certs.SelfSigned([]string{"127.0.0.1", "localhost"})
+	if err != nil {
+		return nil, fmt.Errorf("self-signed certificate: %w", err)
+	}
+	out := o.caOut
+	if out == "" {
+		out = filepath.Join(os.TempDir(), fmt.Sprintf("trustgate-ca-%d.crt", os.Getpid()))
+	}
+	if err := os.WriteFile(out, caPEM, 0o644); err != nil {
+		return nil, usageErr("write CA bundle: %v", err)
+	}
+	log.Info("no --tls-cert given: serving a self-signed certificate for 127.0.0.1 and localhost", "caBundle", out)
+	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }, nil
+}
+
+// watchPolicy reloads the policy when the file's content changes. A policy
+// that fails to load is logged and counted; the one in force stays.
+func watchPolicy(ctx context.Context, path string, period time.Duration, eng *engine.Engine, m *metrics.Metrics, log *slog.Logger) {
+	last := fileSum(path)
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sum := fileSum(path)
+		if sum == nil || bytes.Equal(sum, last) {
+			continue
+		}
+		last = sum
+		p, err := loadPolicy(path)
+		if err != nil {
+			m.PolicyReloads.WithLabelValues("error").Inc()
+			log.Error("policy reload refused; the previous policy stays in force", "path", path, "error", err)
+			continue
+		}
+		eng.SetPolicy(p)
+		m.PolicyReloads.WithLabelValues("ok").Inc()
+		log.Info("policy reloaded", "path", path, "generation", p.Generation, "rules", len(p.Rules), "mode", p.Mode)
+	}
+}
+
+func fileSum(path string) []byte {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	s := sha256.Sum256(data)
+	return s[:]
+}
+
+var _ http.Handler = (*admission.Webhook)(nil)
