@@ -229,6 +229,11 @@ func newHTTPClient(base http.RoundTripper, rootCAs *x509.CertPool) (*http.Client
 		// Own connection pool, so verifiers do not starve each other.
 		rt = t.Clone()
 	}
+	if t, ok := rt.(*http.Transport); ok {
+		// Keep enough idle connections for concurrent admissions: a new
+		// TLS handshake costs ten times a metadata fetch on a warm one.
+		t.MaxIdleConnsPerHost = max(t.MaxIdleConnsPerHost, 16)
+	}
 	return &http.Client{
 		Transport: rt,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {

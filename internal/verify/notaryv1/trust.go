@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -26,6 +27,10 @@ type roleData struct {
 	// chain holds the delegation entries from targets down to this role; a
 	// target counts only if every one of them allows its name.
 	chain []tuf.DelegatedRole
+	// reused says the file was unchanged since the previous update, so it
+	// was not fetched again; a delegation may be reused only when its
+	// parent (which holds its keys) was reused too.
+	reused bool
 }
 
 // trustData is one consistent, fully verified view of a repository.
@@ -127,6 +132,8 @@ func (v *Verifier) refresh(ctx context.Context, gun, registry string, st *gunSta
 			return nil, untrusted(nil, "root of %s changed twice during one update", gun)
 		}
 		// A new root was accepted: everything must be re-verified with its keys.
+		v.logger.Info("notary root rotated", "verifier", v.name, "gun", gun,
+			"fromVersion", root.root.Version, "toVersion", rotated.root.Version)
 		root, old = rotated, nil
 		v.keepRoot(st, root)
 	}
@@ -172,6 +179,10 @@ func (v *Verifier) checkRoot(gun string, raw []byte, prev *rootState, now time.T
 		if _, err := s.VerifySignatures(prev.root.Keys, pk.KeyIDs, pk.Threshold); err != nil {
 			return nil, untrusted(err, "new root of %s (version %d) is not signed by the trusted root (version %d)", gun, r.Version, prev.root.Version)
 		}
+	}
+	if prev == nil && len(v.cfg.pins) == 0 && !v.cfg.tofu {
+		// parseConfig forbids this; kept so trust can never default to open.
+		return nil, untrusted(nil, "root of %s: no root keys pinned and trust on first use is off", gun)
 	}
 	if len(v.cfg.pins) > 0 && !v.signedByPin(&r, signers) {
 		return nil, untrusted(nil, "root of %s is not signed by a key in rootKeys", gun)
@@ -224,7 +235,66 @@ func (v *Verifier) rotateRoot(ctx context.Context, gun, registry string, cur *ro
 	if bytes.Equal(raw, cur.raw) {
 		return nil, nil
 	}
-	return v.checkRoot(gun, raw, cur, now)
+	latest, err := v.checkRoot(gun, raw, cur, now)
+	if err == nil {
+		return latest, nil
+	}
+	// The root may have been rotated more than once since the one we trust:
+	// walk the versions in between (<n>.root.json), each signed by its
+	// predecessor, as the Notary client does.
+	s, perr := tuf.ParseSigned(raw)
+	var r tuf.Root
+	if perr != nil || s.Decode(tuf.TypeRoot, &r) != nil || r.Version <= cur.root.Version+1 || r.Version-cur.root.Version > maxRootSteps {
+		return nil, err
+	}
+	prev := cur
+	for n := cur.root.Version + 1; n < r.Version; n++ {
+		step, ferr := v.fetch.fetchRole(ctx, gun, registry, fmt.Sprintf("%d.%s", n, tuf.RoleRoot), v.maxMeta)
+		if errors.Is(ferr, errNotFound) {
+			return nil, err
+		}
+		if ferr != nil {
+			return nil, ferr
+		}
+		next, serr := v.checkRootStep(gun, step, prev, now, n)
+		if serr != nil {
+			return nil, serr
+		}
+		prev = next
+	}
+	return v.checkRoot(gun, raw, prev, now)
+}
+
+// maxRootSteps bounds how many intermediate roots one update may walk.
+const maxRootSteps = 32
+
+// checkRootStep verifies an intermediate root of a rotation chain: it must
+// have version want and be signed by prev and by itself. It may have
+// expired since, and need not be pinned: only the newest root must be.
+func (v *Verifier) checkRootStep(gun string, raw []byte, prev *rootState, now time.Time, want int) (*rootState, error) {
+	s, err := tuf.ParseSigned(raw)
+	if err != nil {
+		return nil, untrusted(err, "root version %d of %s", want, gun)
+	}
+	var r tuf.Root
+	if err := s.Decode(tuf.TypeRoot, &r); err != nil {
+		return nil, untrusted(err, "root version %d of %s", want, gun)
+	}
+	if r.Version != want {
+		return nil, untrusted(nil, "%d.root.json of %s holds version %d", want, gun, r.Version)
+	}
+	rk, ok := r.Roles[tuf.RoleRoot]
+	if !ok {
+		return nil, untrusted(nil, "root version %d of %s defines no root role", want, gun)
+	}
+	if _, err := s.VerifySignatures(r.Keys, rk.KeyIDs, rk.Threshold); err != nil {
+		return nil, untrusted(err, "root version %d of %s is not signed by its own root keys", want, gun)
+	}
+	pk := prev.root.Roles[tuf.RoleRoot]
+	if _, err := s.VerifySignatures(prev.root.Keys, pk.KeyIDs, pk.Threshold); err != nil {
+		return nil, untrusted(err, "root version %d of %s is not signed by the trusted root (version %d)", want, gun, prev.root.Version)
+	}
+	return &rootState{raw: raw, root: &r}, nil
 }
 
 // update verifies timestamp → snapshot → targets → delegations with root.
@@ -236,6 +306,16 @@ func (v *Verifier) update(ctx context.Context, gun, registry string, root *rootS
 		old = nil
 	}
 	td := &trustData{root: root, roles: map[string]*roleData{}, expires: root.root.Expires}
+
+	// The trusted root may have expired since it was accepted: only a
+	// successor signed by it can help.
+	if !now.Before(root.root.Expires) {
+		rotated, err := v.rotateRoot(ctx, gun, registry, root, nil, now)
+		if err != nil || rotated != nil {
+			return nil, rotated, err
+		}
+		return nil, nil, untrusted(nil, "root of %s expired at %s", gun, root.root.Expires.UTC().Format(time.RFC3339))
+	}
 
 	// Timestamp: size unknown, so capped by the configured maximum.
 	raw, err := v.fetch.fetchRole(ctx, gun, registry, tuf.RoleTimestamp, v.maxMeta)
@@ -271,7 +351,6 @@ func (v *Verifier) update(ctx context.Context, gun, registry string, root *rootS
 			return nil, nil, err
 		}
 	} else {
-		old = nil // a new snapshot: re-verify the rest rather than trust old pointers
 		s, err := v.fetchPinned(ctx, gun, registry, tuf.RoleSnapshot, snapMeta)
 		if err != nil {
 			return nil, nil, err
@@ -323,7 +402,11 @@ func (v *Verifier) update(ctx context.Context, gun, registry string, root *rootS
 		if _, ok := td.snapshot.Meta[name]; !ok {
 			continue // delegated but never published: it has signed nothing
 		}
-		rd, err := v.loadTargets(ctx, gun, registry, name, td.snapshot, parent.targets.Delegations.Keys, dr.KeyIDs, dr.Threshold, old, seen, now)
+		prev := old
+		if !parent.reused {
+			prev = nil // the parent changed, so the delegation's keys may have too
+		}
+		rd, err := v.loadTargets(ctx, gun, registry, name, td.snapshot, parent.targets.Delegations.Keys, dr.KeyIDs, dr.Threshold, prev, seen, now)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -387,7 +470,7 @@ func (v *Verifier) loadTargets(ctx context.Context, gun, registry, name string, 
 			if err := checkFresh(gun, name, &prev.targets.Common, seen, now); err != nil {
 				return nil, err
 			}
-			return &roleData{meta: meta, targets: prev.targets}, nil
+			return &roleData{meta: meta, targets: prev.targets, reused: true}, nil
 		}
 	}
 	s, err := v.fetchPinned(ctx, gun, registry, name, meta)

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sort"
 	"strings"
@@ -31,11 +32,15 @@ type Verifier struct {
 	now       func() time.Time
 	freshness time.Duration
 	maxMeta   int64
+	// refreshTimeout bounds one shared refresh (several requests).
+	refreshTimeout time.Duration
 	// counted are the roles whose signatures count, in order of preference
 	// for Docker's rule.
 	counted []string
 	// load are the delegations to fetch, parents before children.
 	load []string
+
+	logger *slog.Logger
 
 	group singleflight.Group
 	mu    sync.Mutex
@@ -75,8 +80,14 @@ func New(name string, cfg Config, deps verify.Deps, opts ...Option) (*Verifier, 
 		},
 		now:       o.now,
 		freshness: o.freshness,
-		maxMeta:   o.maxMeta,
-		guns:      map[string]*gunState{},
+		// A refresh makes about five requests, most of them cheap.
+		refreshTimeout: 4 * timeout,
+		maxMeta:        o.maxMeta,
+		guns:           map[string]*gunState{},
+		logger:         deps.Logger,
+	}
+	if v.logger == nil {
+		v.logger = slog.New(slog.DiscardHandler)
 	}
 	v.counted = s.signers
 	if len(v.counted) == 0 {
@@ -150,7 +161,13 @@ func (v *Verifier) trustData(ctx context.Context, gun, registry string) (*trustD
 		return td, nil
 	}
 	ch := v.group.DoChan(gun, func() (any, error) {
-		return v.refresh(ctx, gun, registry, st)
+		// The refresh is shared by every caller waiting for this gun, so
+		// it must not die with the first caller's context; it is bounded
+		// by its own timeout instead, and each caller still returns as
+		// soon as its own context ends.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.refreshTimeout)
+		defer cancel()
+		return v.refresh(rctx, gun, registry, st)
 	})
 	select {
 	case r := <-ch:

@@ -23,10 +23,14 @@ const (
 	KeyTypeRSAX509   = "rsa-x509"
 	KeyTypeED25519   = "ed25519"
 
-	MethodECDSA    = "ecdsa"
-	MethodED25519  = "ed25519"
-	MethodRSAPSS   = "rsapss"
-	MethodRSAPKCS1 = "rsapkcs1v15"
+	MethodECDSA   = "ecdsa"
+	MethodEDDSA   = "eddsa" // what Notary writes for ed25519 keys
+	MethodRSAPSS  = "rsapss"
+	MethodRSAPKCS = "rsapkcs1v15"
+
+	// Aliases Notary also accepts.
+	methodED25519  = "ed25519"
+	methodPyCrypto = "pycrypto-pkcs#1 pss"
 )
 
 // minRSABits is the smallest RSA modulus accepted, as in Notary.
@@ -133,15 +137,15 @@ func (k Key) VerifySignature(method string, msg, sig []byte) error {
 		if !ecdsa.Verify(p, digest[:], r, s) {
 			return errors.New("ecdsa signature does not verify")
 		}
-	case MethodED25519:
+	case MethodEDDSA, methodED25519:
 		p, ok := pub.(ed25519.PublicKey)
 		if !ok {
-			return fmt.Errorf("method ed25519 with a %s key", k.Type)
+			return fmt.Errorf("method %s with a %s key", method, k.Type)
 		}
 		if !ed25519.Verify(p, msg, sig) {
 			return errors.New("ed25519 signature does not verify")
 		}
-	case MethodRSAPSS:
+	case MethodRSAPSS, methodPyCrypto:
 		p, ok := pub.(*rsa.PublicKey)
 		if !ok {
 			return fmt.Errorf("method rsapss with a %s key", k.Type)
@@ -149,7 +153,7 @@ func (k Key) VerifySignature(method string, msg, sig []byte) error {
 		if err := rsa.VerifyPSS(p, crypto.SHA256, digest[:], sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}); err != nil {
 			return fmt.Errorf("rsapss signature does not verify: %w", err)
 		}
-	case MethodRSAPKCS1:
+	case MethodRSAPKCS:
 		p, ok := pub.(*rsa.PublicKey)
 		if !ok {
 			return fmt.Errorf("method rsapkcs1v15 with a %s key", k.Type)
