@@ -70,11 +70,15 @@ func GenerateKey(typ, cn string) *Key {
 
 func selfSignedCert(signer crypto.Signer, cn string) []byte {
 	now := time.Now()
+	return selfSignedCertFor(signer, cn, now.Add(-time.Hour), now.Add(10*365*24*time.Hour))
+}
+
+func selfSignedCertFor(signer crypto.Signer, cn string, notBefore, notAfter time.Time) []byte {
 	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(now.UnixNano()),
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
 		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
 		BasicConstraintsValid: true,
@@ -84,6 +88,27 @@ func selfSignedCert(signer crypto.Signer, cn string) []byte {
 		panic(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// WithCert returns the same private key published as an x509 key type
+// ("ecdsa-x509" or "rsa-x509") with a new self-signed certificate for cn,
+// valid from notBefore to notAfter: the notary CLI reuses one root key for
+// every repository of a trust directory, each with a certificate whose CN is
+// that repository's GUN. It panics for ed25519 keys (Notary has no x509
+// type for them).
+func (k *Key) WithCert(cn string, notBefore, notAfter time.Time) *Key {
+	var typ string
+	switch k.signer.(type) {
+	case *ecdsa.PrivateKey:
+		typ = tuf.KeyTypeECDSAX509
+	case *rsa.PrivateKey:
+		typ = tuf.KeyTypeRSAX509
+	default:
+		panic(fmt.Sprintf("notaryfake: no x509 key type for a %T", k.signer))
+	}
+	c := &Key{Public: tuf.Key{Type: typ, Value: tuf.KeyVal{Public: selfSignedCertFor(k.signer, cn, notBefore, notAfter)}}, signer: k.signer, method: k.method}
+	c.ID = c.Public.ID()
+	return c
 }
 
 // PublicPEM returns the key as a pin: the certificate for x509 types,

@@ -207,17 +207,24 @@ func (r *Repo) SetExpires(roleName string, t time.Time) {
 // signWithOld decides whether the old root key also signs the new root
 // (a proper rotation) or not.
 func (r *Repo) RotateKey(roleName, typ string, signWithOld bool) *Key {
+	k := GenerateKey(typ, r.GUN)
+	r.ReplaceKey(roleName, k, signWithOld)
+	return k
+}
+
+// ReplaceKey replaces a role's keys with k, which the test made (for
+// example a root key whose certificate names another GUN, or has expired).
+// signWithOld is as for RotateKey.
+func (r *Repo) ReplaceKey(roleName string, k *Key, signWithOld bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ro := r.role(roleName)
-	k := GenerateKey(typ, r.GUN)
 	old := ro.keys
 	ro.keys, ro.signWith, ro.dirty = []*Key{k}, nil, true
 	if signWithOld {
 		ro.signWith = append([]*Key{k}, old...)
 	}
 	r.markKeysChanged(roleName)
-	return k
 }
 
 // TamperMeta edits the meta entry for file `of` inside role `in`

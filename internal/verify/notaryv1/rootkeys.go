@@ -51,11 +51,16 @@ func FetchRootKeys(ctx context.Context, server, gun, caFile string) ([]string, e
 	if !ok {
 		return nil, fmt.Errorf("root of %s defines no root role", gun)
 	}
-	if _, err := sd.VerifySignatures(r.Keys, rk.KeyIDs, rk.Threshold); err != nil {
+	// Only keys the verifier would accept for gun are worth pinning.
+	ids, problems := rootKeys(&r, gun, time.Now(), true)
+	if _, err := sd.VerifySignatures(r.Keys, ids, rk.Threshold); err != nil {
+		if len(problems) > 0 {
+			return nil, fmt.Errorf("root of %s is not signed by a valid root certificate for %s (%s)", gun, gun, joinProblems(problems))
+		}
 		return nil, fmt.Errorf("root of %s is not signed by its own root keys: %w", gun, err)
 	}
 	var out []string
-	for _, id := range rk.KeyIDs {
+	for _, id := range ids {
 		k, ok := r.Keys[id]
 		if !ok {
 			continue

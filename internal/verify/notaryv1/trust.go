@@ -18,7 +18,13 @@ import (
 type rootState struct {
 	raw  []byte
 	root *tuf.Root
+	// certExpires is when too few of the signing root certificates remain
+	// in date for the root to be trusted; zero when they do not expire.
+	certExpires time.Time
 }
+
+// expiry is when the root stops being trusted without a successor.
+func (r *rootState) expiry() time.Time { return earliest(r.root.Expires, r.certExpires) }
 
 // roleData is a verified targets role (targets.json or a delegation).
 type roleData struct {
@@ -100,7 +106,7 @@ func (v *Verifier) refresh(ctx context.Context, gun, registry string, st *gunSta
 	if root == nil {
 		raw, err := v.fetch.fetchRole(ctx, gun, registry, tuf.RoleRoot, v.maxMeta)
 		if errors.Is(err, errNotFound) {
-			return nil, untrusted(nil, "%s has no trust data on %s", gun, v.fetch.base)
+			return nil, untrusted(nil, "%s has no trust data on %s; sign the image with `docker trust sign`, or check the verifier's server", gun, v.fetch.base)
 		}
 		if err != nil {
 			return nil, err
@@ -109,7 +115,7 @@ func (v *Verifier) refresh(ctx context.Context, gun, registry string, st *gunSta
 		if err != nil {
 			return nil, err
 		}
-		v.keepRoot(st, root)
+		v.keepRoot(st, nil, root)
 	}
 	for attempt := 0; ; attempt++ {
 		td, rotated, err := v.update(ctx, gun, registry, root, old, seen, now)
@@ -134,24 +140,39 @@ func (v *Verifier) refresh(ctx context.Context, gun, registry string, st *gunSta
 		// A new root was accepted: everything must be re-verified with its keys.
 		v.logger.Info("notary root rotated", "verifier", v.name, "gun", gun,
 			"fromVersion", root.root.Version, "toVersion", rotated.root.Version)
+		if baseKeysChanged(root.root, rotated.root) {
+			v.logger.Info("notary timestamp/snapshot keys rotated: their version floors are reset",
+				"verifier", v.name, "gun", gun, "timestampVersionSeen", seen[tuf.RoleTimestamp], "snapshotVersionSeen", seen[tuf.RoleSnapshot])
+			delete(seen, tuf.RoleTimestamp)
+			delete(seen, tuf.RoleSnapshot)
+		}
+		v.keepRoot(st, root, rotated)
 		root, old = rotated, nil
-		v.keepRoot(st, root)
 	}
 }
 
-func (v *Verifier) keepRoot(st *gunState, r *rootState) {
+// keepRoot records r as the trusted root, replacing prev (nil for the first
+// root). When r rotates the timestamp or snapshot keys, the stored version
+// floors of those roles go too: the root is trusted from now on even if
+// this update fails later, so the next one would not see the rotation again.
+func (v *Verifier) keepRoot(st *gunState, prev, r *rootState) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.root = r
 	if st.seen == nil {
 		st.seen = map[string]int{}
 	}
+	if prev != nil && baseKeysChanged(prev.root, r.root) {
+		delete(st.seen, tuf.RoleTimestamp)
+		delete(st.seen, tuf.RoleSnapshot)
+	}
 	st.seen[tuf.RoleRoot] = max(st.seen[tuf.RoleRoot], r.root.Version)
 }
 
-// checkRoot decides whether raw is a root to trust: self-signed to its own
-// threshold; when replacing prev, also signed to prev's threshold and newer;
-// signed by a pinned key when keys are pinned; not expired.
+// checkRoot decides whether raw is a root to trust: when replacing prev,
+// signed to prev's threshold and newer; self-signed to its own threshold by
+// root keys whose certificates name gun and are in date; signed by a pinned
+// key when keys are pinned; not expired.
 func (v *Verifier) checkRoot(gun string, raw []byte, prev *rootState, now time.Time) (*rootState, error) {
 	s, err := tuf.ParseSigned(raw)
 	if err != nil {
@@ -166,36 +187,38 @@ func (v *Verifier) checkRoot(gun string, raw []byte, prev *rootState, now time.T
 			return nil, untrusted(nil, "root of %s defines no %s role", gun, role)
 		}
 	}
-	rk := r.Roles[tuf.RoleRoot]
-	signers, err := s.VerifySignatures(r.Keys, rk.KeyIDs, rk.Threshold)
-	if err != nil {
-		return nil, untrusted(err, "root of %s (version %d) is not signed by its own root keys", gun, r.Version)
-	}
 	if prev != nil {
+		// The signature first: a root re-created under another key is a
+		// key change, whatever version number it happens to carry.
+		pk := prev.root.Roles[tuf.RoleRoot]
+		if _, err := s.VerifySignatures(prev.root.Keys, pk.KeyIDs, pk.Threshold); err != nil {
+			return nil, untrusted(err, "root of %s was replaced by one (version %d) not signed by the trusted root key(s) (version %d); "+
+				"if the repository was re-created on purpose, pin its new root key", gun, r.Version, prev.root.Version)
+		}
 		if r.Version <= prev.root.Version {
 			return nil, untrusted(nil, "root of %s: version %d is not newer than trusted version %d (rollback)", gun, r.Version, prev.root.Version)
 		}
-		pk := prev.root.Roles[tuf.RoleRoot]
-		if _, err := s.VerifySignatures(prev.root.Keys, pk.KeyIDs, pk.Threshold); err != nil {
-			return nil, untrusted(err, "new root of %s (version %d) is not signed by the trusted root (version %d)", gun, r.Version, prev.root.Version)
+	}
+	rk := r.Roles[tuf.RoleRoot]
+	ids, problems := rootKeys(&r, gun, now, true)
+	signers, err := s.VerifySignatures(r.Keys, ids, rk.Threshold)
+	if err != nil {
+		if len(problems) > 0 {
+			return nil, untrusted(nil, "root of %s (version %d) is not signed by a valid root certificate for %s (%s)", gun, r.Version, gun, joinProblems(problems))
 		}
+		return nil, untrusted(err, "root of %s (version %d) is not signed by its own root keys", gun, r.Version)
 	}
 	if prev == nil && len(v.cfg.pins) == 0 && !v.cfg.tofu {
 		// parseConfig forbids this; kept so trust can never default to open.
 		return nil, untrusted(nil, "root of %s: no root keys pinned and trust on first use is off", gun)
 	}
 	if len(v.cfg.pins) > 0 && !v.signedByPin(&r, signers) {
-		return nil, untrusted(nil, "root of %s is not signed by a key in rootKeys", gun)
+		return nil, untrusted(nil, "root of %s is not signed by a key in rootKeys; if the publisher rotated the root key, pin the new one", gun)
 	}
 	if !now.Before(r.Expires) {
 		return nil, untrusted(nil, "root of %s expired at %s", gun, r.Expires.UTC().Format(time.RFC3339))
 	}
-	for _, id := range signers {
-		if err := r.Keys[id].CheckCertValidity(now); err != nil {
-			return nil, untrusted(err, "root of %s", gun)
-		}
-	}
-	return &rootState{raw: raw, root: &r}, nil
+	return &rootState{raw: raw, root: &r, certExpires: certValidUntil(&r, signers)}, nil
 }
 
 func (v *Verifier) signedByPin(r *tuf.Root, signers []string) bool {
@@ -287,12 +310,17 @@ func (v *Verifier) checkRootStep(gun string, raw []byte, prev *rootState, now ti
 	if !ok {
 		return nil, untrusted(nil, "root version %d of %s defines no root role", want, gun)
 	}
-	if _, err := s.VerifySignatures(r.Keys, rk.KeyIDs, rk.Threshold); err != nil {
-		return nil, untrusted(err, "root version %d of %s is not signed by its own root keys", want, gun)
-	}
 	pk := prev.root.Roles[tuf.RoleRoot]
 	if _, err := s.VerifySignatures(prev.root.Keys, pk.KeyIDs, pk.Threshold); err != nil {
-		return nil, untrusted(err, "root version %d of %s is not signed by the trusted root (version %d)", want, gun, prev.root.Version)
+		return nil, untrusted(err, "root version %d of %s is not signed by the trusted root key(s) (version %d)", want, gun, prev.root.Version)
+	}
+	// Its certificates may have expired since, but must name gun.
+	ids, problems := rootKeys(&r, gun, now, false)
+	if _, err := s.VerifySignatures(r.Keys, ids, rk.Threshold); err != nil {
+		if len(problems) > 0 {
+			return nil, untrusted(nil, "root version %d of %s is not signed by a root certificate for %s (%s)", want, gun, gun, joinProblems(problems))
+		}
+		return nil, untrusted(err, "root version %d of %s is not signed by its own root keys", want, gun)
 	}
 	return &rootState{raw: raw, root: &r}, nil
 }
@@ -305,16 +333,20 @@ func (v *Verifier) update(ctx context.Context, gun, registry string, root *rootS
 	if old != nil && old.root != root {
 		old = nil
 	}
-	td := &trustData{root: root, roles: map[string]*roleData{}, expires: root.root.Expires}
+	td := &trustData{root: root, roles: map[string]*roleData{}, expires: root.expiry()}
 
-	// The trusted root may have expired since it was accepted: only a
-	// successor signed by it can help.
-	if !now.Before(root.root.Expires) {
+	// The trusted root (or its certificates) may have expired since it was
+	// accepted: only a successor signed by it can help.
+	if !now.Before(root.expiry()) {
 		rotated, err := v.rotateRoot(ctx, gun, registry, root, nil, now)
 		if err != nil || rotated != nil {
 			return nil, rotated, err
 		}
-		return nil, nil, untrusted(nil, "root of %s expired at %s", gun, root.root.Expires.UTC().Format(time.RFC3339))
+		if now.Before(root.root.Expires) {
+			return nil, nil, untrusted(nil, "root certificate of %s expired at %s; the publisher must rotate the root key (notary key rotate %s root)",
+				gun, root.certExpires.UTC().Format(time.RFC3339), gun)
+		}
+		return nil, nil, untrusted(nil, "root of %s expired at %s; the publisher must re-sign it with the root key", gun, root.root.Expires.UTC().Format(time.RFC3339))
 	}
 
 	// Timestamp: size unknown, so capped by the configured maximum.
@@ -497,12 +529,23 @@ func (v *Verifier) decode(gun, role string, s *tuf.Signed, typ string, out tuf.B
 // checkFresh rejects expired metadata and versions older than seen before.
 func checkFresh(gun, role string, c *tuf.Common, seen map[string]int, now time.Time) error {
 	if !now.Before(c.Expires) {
-		return untrusted(nil, "%s of %s expired at %s", role, gun, c.Expires.UTC().Format(time.RFC3339))
+		return untrusted(nil, "%s of %s expired at %s; %s", role, gun, c.Expires.UTC().Format(time.RFC3339), resignHint(role))
 	}
 	if c.Version < seen[role] {
 		return untrusted(nil, "%s of %s: version %d is older than version %d seen before (rollback)", role, gun, c.Version, seen[role])
 	}
 	return nil
+}
+
+// resignHint says who can renew expired metadata of role.
+func resignHint(role string) string {
+	switch role {
+	case tuf.RoleTimestamp, tuf.RoleSnapshot:
+		return "the notary server (or the holder of the " + role + " key) must re-sign it"
+	case tuf.RoleTargets:
+		return "the repository owner must re-sign it (`docker trust sign` does)"
+	}
+	return "sign again with a key of " + role + " to renew it"
 }
 
 func earliest(a, b time.Time) time.Time {

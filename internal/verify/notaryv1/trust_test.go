@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -436,51 +435,5 @@ func TestPlainHTTPNeedsOptIn(t *testing.T) {
 	v := newTestVerifier(t, srv, cfg)
 	if _, err := verifyRef(t, v, testGUN+":v1"); err != nil {
 		t.Fatalf("Verify over http with insecureHTTP: %v", err)
-	}
-}
-
-// BenchmarkVerifyCached measures a lookup answered from verified metadata
-// in memory (the steady state within the freshness interval).
-func BenchmarkVerifyCached(b *testing.B) {
-	srv := notaryfake.New(b)
-	repo := srv.NewRepo(testGUN)
-	repo.AddDelegation("targets/releases", "ecdsa", "")
-	for i := 0; i < 100; i++ {
-		repo.AddTarget("targets/releases", fmt.Sprintf("v%d", i), digestOf(fmt.Sprint(i)), 10)
-	}
-	repo.Publish()
-	v, err := New("bench", Config{Server: srv.URL(), CAFile: srv.CAFile(b), RootKeys: []string{repo.RootKey().PublicPEM()}}, verify.Deps{}, WithFreshness(time.Hour))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ref := imageref.MustParse(testGUN + ":v42")
-	if _, err := v.Verify(context.Background(), ref); err != nil {
-		b.Fatal(err)
-	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := v.Verify(context.Background(), ref); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkVerifyRefresh measures a lookup that re-checks the timestamp
-// (freshness 0) against an unchanged repository: one request per lookup.
-func BenchmarkVerifyRefresh(b *testing.B) {
-	srv := notaryfake.New(b)
-	repo := srv.NewRepo(testGUN)
-	repo.AddTarget("targets", "v1", digestOf("1"), 10)
-	repo.Publish()
-	v, err := New("bench", Config{Server: srv.URL(), CAFile: srv.CAFile(b), RootKeys: []string{repo.RootKey().PublicPEM()}}, verify.Deps{}, WithFreshness(0))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ref := imageref.MustParse(testGUN + ":v1")
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := v.Verify(context.Background(), ref); err != nil {
-			b.Fatal(err)
-		}
 	}
 }

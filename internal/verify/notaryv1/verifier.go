@@ -146,11 +146,12 @@ func (v *Verifier) verify(ctx context.Context, ref imageref.Ref) (*verify.Result
 	if err := ctx.Err(); err != nil {
 		return nil, transportError(ctx, err, "verify %s", ref)
 	}
-	td, err := v.trustData(ctx, ref.GUN(), ref.Registry())
+	gun := ref.GUN() // the repository name, built once per lookup
+	td, err := v.trustData(ctx, gun, ref.Registry())
 	if err != nil {
 		return nil, err
 	}
-	return v.decide(td, ref)
+	return v.decide(td, ref, gun)
 }
 
 // trustData returns verified metadata for gun, from memory when fresh,
@@ -212,16 +213,28 @@ func targetDigest(fm tuf.FileMeta) (string, error) {
 	if len(h) != 32 {
 		return "", errors.New("no 32-byte sha256 hash")
 	}
-	return "sha256:" + hex.EncodeToString(h), nil
+	// One allocation: this runs on every lookup, cached or not.
+	const prefix = "sha256:"
+	var hx [64]byte
+	hex.Encode(hx[:], h)
+	var sb strings.Builder
+	sb.Grow(len(prefix) + len(hx))
+	sb.WriteString(prefix)
+	sb.Write(hx[:])
+	return sb.String(), nil
 }
 
-// decide applies the signer rule to verified metadata.
-func (v *Verifier) decide(td *trustData, ref imageref.Ref) (*verify.Result, error) {
-	repo := ref.Repository()
+// Deny messages end up in `kubectl` output: each names the tag or digest,
+// the roles consulted and what would make the image admissible.
+
+// decide applies the signer rule to verified metadata. repo is
+// ref.Repository(), passed in so the lookup builds it only once.
+func (v *Verifier) decide(td *trustData, ref imageref.Ref, repo string) (*verify.Result, error) {
 	if ref.Tag() == "" {
-		return v.decideDigest(td, ref)
+		return v.decideDigest(td, ref, repo)
 	}
 	tag := ref.Tag()
+	signCmd := func() string { return "`docker trust sign " + repo + ":" + tag + "`" }
 	var digest string
 	var signers []string
 	if len(v.cfg.signers) == 0 {
@@ -238,7 +251,8 @@ func (v *Verifier) decide(td *trustData, ref imageref.Ref) (*verify.Result, erro
 			}
 		}
 		if digest == "" {
-			return nil, untrusted(nil, "tag %s of %s is not signed in %s or %s", tag, repo, roleReleases, tuf.RoleTargets)
+			return nil, untrusted(nil, "tag %s of %s is not signed in %s or %s%s; sign it with %s",
+				tag, repo, roleReleases, tuf.RoleTargets, notes(td, v.counted, tag), signCmd())
 		}
 	} else {
 		byDigest := map[string][]string{}
@@ -253,7 +267,8 @@ func (v *Verifier) decide(td *trustData, ref imageref.Ref) (*verify.Result, erro
 		}
 		switch len(byDigest) {
 		case 0:
-			return nil, untrusted(nil, "tag %s of %s is not signed in %s", tag, repo, strings.Join(v.counted, " or "))
+			return nil, untrusted(nil, "tag %s of %s is not signed in %s%s; sign it with %s using a key of %s",
+				tag, repo, strings.Join(v.counted, " or "), notes(td, v.counted, tag), signCmd(), oneOf(v.counted))
 		case 1:
 		default:
 			var parts []string
@@ -261,30 +276,34 @@ func (v *Verifier) decide(td *trustData, ref imageref.Ref) (*verify.Result, erro
 				parts = append(parts, strings.Join(roles, ", ")+" → "+d)
 			}
 			sort.Strings(parts)
-			return nil, untrusted(nil, "tag %s of %s is signed to different digests (%s)", tag, repo, strings.Join(parts, "; "))
+			return nil, untrusted(nil, "tag %s of %s is signed to different digests (%s); its signers must sign the same image",
+				tag, repo, strings.Join(parts, "; "))
 		}
 		for d, roles := range byDigest {
 			digest, signers = d, roles
 		}
 		if len(signers) < v.cfg.thresh {
-			return nil, untrusted(nil, "tag %s of %s is signed by %d of the %d required roles among %s (signed: %s)",
-				tag, repo, len(signers), v.cfg.thresh, strings.Join(v.counted, ", "), strings.Join(signers, ", "))
+			missing := without(v.counted, signers)
+			return nil, untrusted(nil, "tag %s of %s is signed by %d of the %d required roles among %s (signed: %s)%s; sign it with %s using a key of %s",
+				tag, repo, len(signers), v.cfg.thresh, strings.Join(v.counted, ", "), strings.Join(signers, ", "),
+				notes(td, missing, tag), signCmd(), oneOf(missing))
 		}
 	}
 	if ref.Digest() != "" && ref.Digest() != digest {
-		return nil, untrusted(nil, "tag %s of %s is signed for %s, not %s", tag, repo, digest, ref.Digest())
+		return nil, untrusted(nil, "tag %s of %s is signed for %s, not %s; deploy %s@%s or sign the new image with %s",
+			tag, repo, digest, ref.Digest(), repo, digest, signCmd())
 	}
 	return &verify.Result{
 		Digest:  digest,
 		Signers: signers,
-		Reason:  fmt.Sprintf("tag %s signed by %s", tag, strings.Join(signers, ", ")),
+		Reason:  "tag " + tag + " signed by " + strings.Join(signers, ", "),
 		Expires: td.expires,
 	}, nil
 }
 
 // decideDigest admits a digest-only reference when counted roles sign some
 // tag with that digest.
-func (v *Verifier) decideDigest(td *trustData, ref imageref.Ref) (*verify.Result, error) {
+func (v *Verifier) decideDigest(td *trustData, ref imageref.Ref, repo string) (*verify.Result, error) {
 	want := ref.Digest()
 	var signers []string
 	for _, role := range v.counted {
@@ -311,15 +330,62 @@ func (v *Verifier) decideDigest(td *trustData, ref imageref.Ref) (*verify.Result
 		need = 1
 	}
 	if len(signers) == 0 {
-		return nil, untrusted(nil, "digest %s of %s is not signed in %s", want, ref.Repository(), strings.Join(v.counted, " or "))
+		return nil, untrusted(nil, "digest %s of %s is not signed in %s (no signed tag points to it); deploy a signed tag or sign one with `docker trust sign %s:TAG`",
+			want, repo, strings.Join(v.counted, " or "), repo)
 	}
 	if len(signers) < need {
-		return nil, untrusted(nil, "digest %s of %s is signed by %d of the %d required roles (signed: %s)", want, ref.Repository(), len(signers), need, strings.Join(signers, ", "))
+		missing := without(v.counted, signers)
+		return nil, untrusted(nil, "digest %s of %s is signed by %d of the %d required roles (signed: %s); sign a tag of it with `docker trust sign %s:TAG` using a key of %s",
+			want, repo, len(signers), need, strings.Join(signers, ", "), repo, oneOf(missing))
 	}
 	return &verify.Result{
 		Digest:  want,
 		Signers: signers,
-		Reason:  fmt.Sprintf("digest signed by %s", strings.Join(signers, ", ")),
+		Reason:  "digest signed by " + strings.Join(signers, ", "),
 		Expires: td.expires,
 	}, nil
+}
+
+// notes explains, for the roles that did not sign tag, the causes a
+// publisher would not guess: the role does not exist, or it lists the tag
+// but its delegation's paths exclude it. It returns "" or " (…)".
+func notes(td *trustData, roles []string, tag string) string {
+	var out []string
+	for _, role := range roles {
+		rd := td.roles[role]
+		switch {
+		case rd == nil && role != roleReleases:
+			// A missing targets/releases is normal (Docker's rule falls
+			// back to targets); a missing listed signer is not.
+			out = append(out, "no "+role+" role is published")
+		case rd == nil:
+		default:
+			if _, listed := rd.targets.Targets[tag]; listed && !pathAllowed(rd, tag) {
+				out = append(out, role+" lists it but its delegated paths exclude it")
+			}
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(out, "; ") + ")"
+}
+
+// oneOf reads "targets/a" or "one of targets/a, targets/b".
+func oneOf(roles []string) string {
+	if len(roles) == 1 {
+		return roles[0]
+	}
+	return "one of " + strings.Join(roles, ", ")
+}
+
+// without returns the roles not in signed, in order.
+func without(roles, signed []string) []string {
+	var out []string
+	for _, r := range roles {
+		if !slices.Contains(signed, r) {
+			out = append(out, r)
+		}
+	}
+	return out
 }

@@ -1,0 +1,106 @@
+package notaryv1
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/trustgate-dev/trustgate/internal/imageref"
+	"github.com/trustgate-dev/trustgate/internal/testing/notaryfake"
+	"github.com/trustgate-dev/trustgate/internal/verify"
+)
+
+// benchRepo publishes 100 tags in targets/releases, as a busy repository.
+func benchRepo(b *testing.B) (*notaryfake.Server, Config) {
+	b.Helper()
+	srv := notaryfake.New(b)
+	repo := srv.NewRepo(testGUN)
+	repo.AddDelegation("targets/releases", "ecdsa", "")
+	for i := 0; i < 100; i++ {
+		repo.AddTarget("targets/releases", fmt.Sprintf("v%d", i), digestOf(fmt.Sprint(i)), 10)
+	}
+	repo.Publish()
+	return srv, Config{Server: srv.URL(), CAFile: srv.CAFile(b), RootKeys: []string{repo.RootKey().PublicPEM()}}
+}
+
+// BenchmarkVerifyWarm measures a lookup answered from verified metadata in
+// memory (the steady state within the freshness interval): no request.
+func BenchmarkVerifyWarm(b *testing.B) {
+	srv, cfg := benchRepo(b)
+	v, err := New("bench", cfg, verify.Deps{}, WithFreshness(time.Hour))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ref := imageref.MustParse(testGUN + ":v42")
+	ctx := context.Background()
+	if _, err := v.Verify(ctx, ref); err != nil {
+		b.Fatal(err)
+	}
+	srv.ResetCounts()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := v.Verify(ctx, ref); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if n := srv.Requests(); n != 0 {
+		b.Fatalf("warm lookups sent %d requests, want 0", n)
+	}
+}
+
+// BenchmarkVerifyCold measures a first lookup by a new verifier: TLS
+// handshake, root, timestamp, snapshot, targets and targets/releases
+// fetched and verified.
+func BenchmarkVerifyCold(b *testing.B) {
+	srv, cfg := benchRepo(b)
+	ref := imageref.MustParse(testGUN + ":v42")
+	ctx := context.Background()
+	srv.ResetCounts()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		v, err := New("bench", cfg, verify.Deps{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if _, err := v.Verify(ctx, ref); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if n := srv.Requests(); n != 5*b.N {
+		b.Fatalf("%d cold lookups sent %d requests, want %d", b.N, n, 5*b.N)
+	}
+}
+
+// BenchmarkVerifyRefresh measures a lookup that re-checks the timestamp
+// (freshness 0) against an unchanged repository: one request per lookup.
+func BenchmarkVerifyRefresh(b *testing.B) {
+	srv, cfg := benchRepo(b)
+	v, err := New("bench", cfg, verify.Deps{}, WithFreshness(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ref := imageref.MustParse(testGUN + ":v42")
+	ctx := context.Background()
+	if _, err := v.Verify(ctx, ref); err != nil {
+		b.Fatal(err)
+	}
+	srv.ResetCounts()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := v.Verify(ctx, ref); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if n := srv.Requests(); n != b.N {
+		b.Fatalf("%d refreshing lookups sent %d requests, want %d", b.N, n, b.N)
+	}
+}
