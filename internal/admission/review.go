@@ -1,0 +1,348 @@
+package admission
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/trustgate-dev/trustgate/internal/engine"
+	"github.com/trustgate-dev/trustgate/internal/policy"
+	"github.com/trustgate-dev/trustgate/internal/workload"
+)
+
+// Limits that keep responses readable and within what the API server keeps.
+const (
+	maxReasonLen     = 512 // one image's reason in a message or warning
+	maxWarningLen    = 256 // the API server may truncate longer warnings
+	maxWarnings      = 10  // it ignores warnings past 4 KiB in total
+	maxListed        = 20  // denied images named in one message
+	maxAnnotationLen = 512 // one audit annotation value
+)
+
+// errEvaluatorPanic reports a panic inside the evaluator's goroutine, which
+// ServeHTTP's recover cannot see.
+var errEvaluatorPanic = errors.New("evaluator panicked")
+
+// review judges one admission request.
+func (w *Webhook) review(ctx context.Context, req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
+	allow := &admissionv1.AdmissionResponse{Allowed: true}
+	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
+		return allow, nil
+	}
+	gk := schema.GroupKind{Group: req.Kind.Group, Kind: req.Kind.Kind}
+	if !workload.Judged(gk, req.SubResource) {
+		return allow, nil
+	}
+	if len(req.Object.Raw) == 0 {
+		return nil, badRequest("%s %s request without an object", req.Operation, gk.String())
+	}
+	obj, err := workload.Extract(gk, req.SubResource, req.Object.Raw)
+	if err != nil {
+		return nil, badRequest("request.object: %v", err)
+	}
+	judged := obj.Containers
+	if req.Operation == admissionv1.Update {
+		// Finalizer removal and other updates of an object on its way out
+		// must never be blocked by an image verdict.
+		if obj.Deleting() {
+			return allow, nil
+		}
+		if len(req.OldObject.Raw) > 0 {
+			old, err := workload.Extract(gk, req.SubResource, req.OldObject.Raw)
+			if err != nil {
+				return nil, badRequest("request.oldObject: %v", err)
+			}
+			judged = changedContainers(obj.Containers, old.Containers)
+		}
+	}
+	if len(judged) == 0 {
+		return allow, nil
+	}
+
+	images := distinctImages(judged)
+	start := time.Now()
+	report, err := w.evaluate(ctx, engine.Request{Namespace: req.Namespace, Images: images, Pin: w.mutate})
+	if err != nil {
+		return nil, err
+	}
+	elapsed := time.Since(start)
+	decisions := decisionsFor(images, report)
+	w.record(req, obj, report, decisions, elapsed)
+
+	if report.Exempt {
+		return allow, nil
+	}
+	var denied []engine.Decision
+	for _, d := range decisions {
+		if !d.Allowed {
+			denied = append(denied, d)
+		}
+	}
+	mode := report.Mode
+	if len(denied) > 0 && mode != policy.Warn && mode != policy.Audit {
+		// Enforce, or an unknown mode: fail closed.
+		resp := &admissionv1.AdmissionResponse{
+			Allowed: false,
+			Result: &metav1.Status{
+				Status:  metav1.StatusFailure,
+				Code:    http.StatusForbidden,
+				Reason:  metav1.StatusReasonForbidden,
+				Message: denyMessage(denied),
+			},
+		}
+		if !w.mutate {
+			// Recorded for rejected requests too; /mutate leaves them to
+			// /validate so each decision is audited once.
+			resp.AuditAnnotations = auditAnnotations(decisions)
+		}
+		return resp, nil
+	}
+	if w.mutate {
+		// Through pods/ephemeralcontainers the API server keeps only the
+		// ephemeral containers of the update, so an annotation would be
+		// dropped silently: pin without recording the originals there.
+		return w.pinResponse(obj, judged, decisions, req.SubResource == "")
+	}
+	resp := &admissionv1.AdmissionResponse{Allowed: true, AuditAnnotations: auditAnnotations(decisions)}
+	if mode == policy.Warn {
+		for i, d := range denied {
+			if i == maxWarnings {
+				resp.Warnings = append(resp.Warnings, fmt.Sprintf("trustgate would deny %d more image(s)", len(denied)-i))
+				break
+			}
+			resp.Warnings = append(resp.Warnings, truncate(fmt.Sprintf("trustgate would deny %q (%s): %s", d.Image, ruleText(d), d.Reason), maxWarningLen))
+		}
+	}
+	return resp, nil
+}
+
+// changedContainers returns the containers of cur whose image is new: no
+// container of the same kind and name had exactly this image in old. Keying
+// by name rather than index means reordering alone judges nothing anew, while
+// an image that changed is always judged.
+func changedContainers(cur, old []workload.Container) []workload.Container {
+	before := make(map[[2]string]string, len(old))
+	for _, c := range old {
+		before[[2]string{c.Kind, c.Name}] = c.Image
+	}
+	var out []workload.Container
+	for _, c := range cur {
+		if img, ok := before[[2]string{c.Kind, c.Name}]; ok && img == c.Image && c.Name != "" {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func distinctImages(cs []workload.Container) []string {
+	seen := make(map[string]bool, len(cs))
+	var out []string
+	for _, c := range cs {
+		if !seen[c.Image] {
+			seen[c.Image] = true
+			out = append(out, c.Image)
+		}
+	}
+	return out
+}
+
+// decisionsFor returns one decision per image, in the order of images. An
+// image the report does not cover is denied: an incomplete answer from the
+// evaluator must not admit anything.
+func decisionsFor(images []string, report engine.Report) []engine.Decision {
+	if report.Exempt {
+		return report.Decisions
+	}
+	byImage := make(map[string]engine.Decision, len(report.Decisions))
+	for _, d := range report.Decisions {
+		if _, dup := byImage[d.Image]; !dup {
+			byImage[d.Image] = d
+		}
+	}
+	out := make([]engine.Decision, 0, len(images))
+	for _, img := range images {
+		d, ok := byImage[img]
+		if !ok {
+			d = engine.Decision{Image: img, Action: "deny", Reason: "no decision returned by the engine"}
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+type evalResult struct {
+	report engine.Report
+	err    error
+}
+
+// evaluate runs the evaluator under the deadline. The evaluator gets a
+// slightly shorter context so that, if it honours ctx, its own "timed out"
+// denies (which respect the policy mode) arrive before the hard cut-off; an
+// evaluator that ignores ctx is abandoned at the deadline and every image is
+// denied (fail closed).
+func (w *Webhook) evaluate(ctx context.Context, req engine.Request) (engine.Report, error) {
+	deadline := w.deadline
+	if w.deadlineFunc != nil {
+		if d := w.deadlineFunc(); d > 0 {
+			deadline = d
+		}
+	}
+	grace := min(deadline/10, 500*time.Millisecond)
+	ectx, cancel := context.WithTimeout(ctx, deadline-grace)
+	defer cancel()
+	hard := time.NewTimer(deadline)
+	defer hard.Stop()
+
+	done := make(chan evalResult, 1) // buffered: an abandoned evaluator must not block forever
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				w.log.Error("panic in evaluator", "panic", fmt.Sprint(p))
+				done <- evalResult{err: fmt.Errorf("%w: %v", errEvaluatorPanic, p)}
+			}
+		}()
+		done <- evalResult{report: w.eval.Evaluate(ectx, req)}
+	}()
+	select {
+	case res := <-done:
+		return res.report, res.err
+	case <-hard.C:
+		return timedOut(req.Images, fmt.Sprintf("timed out: no decision within %v", deadline)), nil
+	case <-ctx.Done():
+		// The caller is gone; the answer will not be read, but stay closed.
+		return timedOut(req.Images, fmt.Sprintf("timed out: request ended (%v)", context.Cause(ctx))), nil
+	}
+}
+
+func timedOut(images []string, reason string) engine.Report {
+	r := engine.Report{Mode: policy.Enforce}
+	for _, img := range images {
+		r.Decisions = append(r.Decisions, engine.Decision{Image: img, Action: "deny", Reason: reason})
+	}
+	return r
+}
+
+// denyMessage names every denied image with its rule and reason, e.g.
+// `trustgate denied 2 image(s): "nginx:1" (rule public): …; "x" (no rule matched): …`.
+func denyMessage(denied []engine.Decision) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "trustgate denied %d image(s): ", len(denied))
+	for i, d := range denied {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		if i == maxListed {
+			fmt.Fprintf(&b, "and %d more", len(denied)-i)
+			break
+		}
+		fmt.Fprintf(&b, "%q (%s): %s", d.Image, ruleText(d), truncate(d.Reason, maxReasonLen))
+	}
+	return b.String()
+}
+
+func ruleText(d engine.Decision) string {
+	if d.Rule == "" {
+		return "no rule matched"
+	}
+	return "rule " + d.Rule
+}
+
+// auditAnnotations gives one entry per image. The API server prefixes each
+// key with the webhook's name and requires a qualified name, so keys carry no
+// "/" of their own: "image-0" becomes "<webhook name>/image-0".
+func auditAnnotations(ds []engine.Decision) map[string]string {
+	if len(ds) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(ds))
+	for i, d := range ds {
+		decision := "deny"
+		if d.Allowed {
+			decision = "allow"
+		}
+		rule := d.Rule
+		if rule == "" {
+			rule = "-"
+		}
+		v := fmt.Sprintf("decision=%s rule=%s image=%s", decision, rule, d.Image)
+		if d.Digest != "" {
+			v += " digest=" + d.Digest
+		}
+		out["image-"+strconv.Itoa(i)] = truncate(v, maxAnnotationLen)
+	}
+	return out
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// Cut on a rune boundary.
+	cut := n - len("…")
+	for cut > 0 && !isRuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
+
+// record logs one line per decision and counts decisions.
+func (w *Webhook) record(req *admissionv1.AdmissionRequest, obj *workload.Object, report engine.Report, ds []engine.Decision, elapsed time.Duration) {
+	name := req.Name
+	if name == "" {
+		name = obj.Name
+	}
+	if name == "" && obj.GenerateName != "" {
+		name = obj.GenerateName + "*"
+	}
+	dryRun := req.DryRun != nil && *req.DryRun
+	common := []any{
+		"webhook", w.name,
+		"uid", string(req.UID),
+		"operation", string(req.Operation),
+		"namespace", req.Namespace,
+		"kind", schema.GroupKind{Group: req.Kind.Group, Kind: req.Kind.Kind}.String(),
+		"name", name,
+		"dryRun", dryRun,
+		"mode", string(report.Mode),
+		"duration", elapsed,
+	}
+	if report.Exempt {
+		w.log.Info("admission exempt namespace", common...)
+		return
+	}
+	for _, d := range ds {
+		decision, level := "deny", slog.LevelWarn
+		if d.Allowed {
+			decision, level = "allow", slog.LevelInfo
+		}
+		attrs := append(append([]any{}, common...),
+			"image", d.Image, "rule", d.Rule, "action", d.Action, "decision", decision,
+			"digest", d.Digest, "cached", d.Cached)
+		if d.Pin != "" {
+			attrs = append(attrs, "pin", d.Pin)
+		}
+		if d.Reason != "" {
+			attrs = append(attrs, "reason", d.Reason)
+		}
+		w.log.Log(context.Background(), level, "admission decision", attrs...)
+		if w.metrics != nil {
+			rule := d.Rule
+			if rule == "" {
+				rule = "(none)"
+			}
+			w.metrics.Decisions.WithLabelValues(rule, decision).Inc()
+		}
+	}
+}
