@@ -62,7 +62,9 @@ pinned to its digest instead (for pipelines that commit digests: the GitOps path
 					cancel()
 					reps = append(reps, rep)
 					if pin {
-						doc.Pin(obj, rep)
+						if _, err := doc.Pin(obj, rep); err != nil {
+							return usageErr("pin %s: %v", objectName(obj), err)
+						}
 						if len(rep.Denied()) > 0 {
 							if err := printReport(cmd.ErrOrStderr(), "text", objectName(obj), rep); err != nil {
 								return err

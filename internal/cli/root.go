@@ -57,7 +57,10 @@ for CI pipelines (verify, check).`,
 
 // Execute runs the CLI with args and returns the process exit code.
 func Execute(args []string, stdout, stderr io.Writer) int {
-	root := NewRoot()
+	return executeWith(NewRoot(), args, stdout, stderr)
+}
+
+func executeWith(root *cobra.Command, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

@@ -96,7 +96,7 @@ func runServe(cmd *cobra.Command, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	hooks := admission.Options{Evaluator: eng, Logger: log, Metrics: m, Deadline: p.Settings.Deadline, MaxBodyBytes: o.maxBody}
+	hooks := admission.Options{Evaluator: eng, Logger: log, Metrics: m, DeadlineFunc: func() time.Duration { return eng.Policy().Settings.Deadline }, MaxBodyBytes: o.maxBody}
 	validate, err := admission.NewValidating(hooks)
 	if err != nil {
 		return usageErr("%v", err)
