@@ -70,7 +70,10 @@ func (w *Webhook) review(ctx context.Context, req *admissionv1.AdmissionRequest)
 
 	images := distinctImages(judged)
 	start := time.Now()
-	report, err := w.evaluate(ctx, engine.Request{Namespace: req.Namespace, Images: images, Pin: w.mutate})
+	report, err := w.evaluate(ctx, engine.Request{
+		Namespace: req.Namespace, Images: images, Pin: w.mutate,
+		ServiceAccount: obj.ServiceAccount, PullSecrets: obj.PullSecrets,
+	})
 	if err != nil {
 		return nil, err
 	}

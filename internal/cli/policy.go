@@ -34,7 +34,7 @@ func loadPolicy(path string) (*policy.Policy, error) {
 
 // newEngine builds the decision engine for p, with a registry resolver that
 // uses the local docker credentials (pinning of `action: allow` rules).
-func newEngine(p *policy.Policy, m *metrics.Metrics) *engine.Engine {
-	r := resolve.New(authn.DefaultKeychain, nil, p.Settings.RequestTimeout)
+func newEngine(p *policy.Policy, m *metrics.Metrics, opts ...resolve.Option) *engine.Engine {
+	r := resolve.New(p.Settings.RequestTimeout, append([]resolve.Option{resolve.WithKeychain(authn.DefaultKeychain)}, opts...)...)
 	return engine.New(p, engine.WithResolver(r), engine.WithMetrics(m))
 }

@@ -25,6 +25,8 @@ import (
 	"github.com/trustgate-dev/trustgate/internal/certwatch"
 	"github.com/trustgate-dev/trustgate/internal/engine"
 	"github.com/trustgate-dev/trustgate/internal/metrics"
+	"github.com/trustgate-dev/trustgate/internal/pullsecrets"
+	"github.com/trustgate-dev/trustgate/internal/resolve"
 	"github.com/trustgate-dev/trustgate/internal/server"
 )
 
@@ -39,6 +41,8 @@ type serveOptions struct {
 	maxBody      int64
 	reloadPeriod time.Duration
 	logLevel     string
+	pullSecrets  bool
+	kubeconfig   string
 }
 
 func newServeCmd() *cobra.Command {
@@ -65,6 +69,8 @@ in force. SIGTERM drains in-flight requests before exit.`,
 	f.Int64Var(&o.maxBody, "max-body-bytes", admission.DefaultMaxBodyBytes, "largest AdmissionReview body accepted")
 	f.DurationVar(&o.reloadPeriod, "reload-period", 2*time.Second, "how often the policy file is checked for changes")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&o.pullSecrets, "pull-secrets", false, "resolve digests for pinning with the pod's imagePullSecrets, read from the Kubernetes API (needs RBAC: deploy/components/image-pull-secrets)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --pull-secrets when not running in a cluster")
 	return cmd
 }
 
@@ -86,7 +92,15 @@ func runServe(cmd *cobra.Command, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	eng := newEngine(p, m)
+	var ropts []resolve.Option
+	if o.pullSecrets {
+		client, err := pullsecrets.NewClient(o.kubeconfig)
+		if err != nil {
+			return usageErr("--pull-secrets: %v", err)
+		}
+		ropts = append(ropts, resolve.WithPodKeychain(pullsecrets.Keychain(client)))
+	}
+	eng := newEngine(p, m, ropts...)
 	log.Info("policy loaded", "path", o.policyPath, "generation", p.Generation, "rules", len(p.Rules), "mode", p.Mode)
 
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)

@@ -19,6 +19,10 @@ type Request struct {
 	// Pin asks for a digest for every allowed image of a pinning rule, resolving
 	// it from the registry when the verifier proved none (the mutate path).
 	Pin bool
+	// ServiceAccount and PullSecrets name the credentials the pod pulls with
+	// (imagePullSecrets), for resolving digests from private registries.
+	ServiceAccount string
+	PullSecrets    []string
 }
 
 // Decision is the verdict for one distinct image.

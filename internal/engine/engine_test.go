@@ -12,6 +12,7 @@ import (
 
 	"github.com/trustgate-dev/trustgate/internal/imageref"
 	"github.com/trustgate-dev/trustgate/internal/policy"
+	"github.com/trustgate-dev/trustgate/internal/resolve"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 )
 
@@ -65,7 +66,7 @@ func (v *tableVerifier) Verify(ctx context.Context, ref imageref.Ref) (*verify.R
 
 type fixedResolver map[string]string
 
-func (r fixedResolver) Resolve(_ context.Context, ref imageref.Ref) (string, error) {
+func (r fixedResolver) Resolve(_ context.Context, ref imageref.Ref, _ resolve.Auth) (string, error) {
 	if d, ok := r[ref.String()]; ok {
 		return d, nil
 	}

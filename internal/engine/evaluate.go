@@ -13,6 +13,7 @@ import (
 	"github.com/trustgate-dev/trustgate/internal/imageref"
 	"github.com/trustgate-dev/trustgate/internal/metrics"
 	"github.com/trustgate-dev/trustgate/internal/policy"
+	"github.com/trustgate-dev/trustgate/internal/resolve"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 )
 
@@ -20,7 +21,7 @@ import (
 // only for rules whose verifiers prove no digest (or `action: allow`) when
 // pinning, and only for registries a rule names.
 type Resolver interface {
-	Resolve(ctx context.Context, ref imageref.Ref) (string, error)
+	Resolve(ctx context.Context, ref imageref.Ref, auth resolve.Auth) (string, error)
 }
 
 // Engine evaluates requests against the current policy. It is safe for
@@ -140,7 +141,7 @@ func (e *Engine) decide(ctx context.Context, p *policy.Policy, req Request, img 
 	}
 	if req.Pin && rule.PinDigest && ref.Digest() == "" {
 		if d.Digest == "" {
-			dg, err := e.resolve(ctx, p, ref)
+			dg, err := e.resolve(ctx, p, ref, resolve.Auth{Namespace: req.Namespace, ServiceAccount: req.ServiceAccount, PullSecrets: req.PullSecrets})
 			if err != nil {
 				d.Allowed = false
 				d.Reason = fmt.Sprintf("%s, but its digest could not be resolved for pinning: %v", d.Reason, err)
@@ -289,17 +290,20 @@ func resultLabel(err error) string {
 	}
 }
 
-func (e *Engine) resolve(ctx context.Context, p *policy.Policy, ref imageref.Ref) (string, error) {
+func (e *Engine) resolve(ctx context.Context, p *policy.Policy, ref imageref.Ref, auth resolve.Auth) (string, error) {
 	if e.resolver == nil {
 		return "", errors.New("no registry resolver configured")
 	}
 	deadline := p.Settings.Deadline
-	out, _ := e.resolved.Do(ctx, p.Generation+"|resolve|"+ref.String(),
+	// Credentials differ per namespace and pod: what one pod's secrets can
+	// see must not answer for another's.
+	key := p.Generation + "|resolve|" + ref.String() + "|" + auth.Namespace + "|" + auth.ServiceAccount + "|" + strings.Join(auth.PullSecrets, ",")
+	out, _ := e.resolved.Do(ctx, key,
 		func() (context.Context, context.CancelFunc) {
 			return context.WithTimeout(context.Background(), deadline)
 		},
 		func(rctx context.Context) cache.Outcome[string] {
-			d, err := e.resolver.Resolve(rctx, ref)
+			d, err := e.resolver.Resolve(rctx, ref, auth)
 			return cache.Outcome[string]{Value: d, Err: err}
 		},
 		func(o cache.Outcome[string]) time.Duration {

@@ -15,31 +15,52 @@ import (
 	"github.com/trustgate-dev/trustgate/internal/imageref"
 )
 
+// Auth names the credentials of the pod being admitted.
+type Auth struct {
+	Namespace      string
+	ServiceAccount string
+	PullSecrets    []string
+}
+
+// PodKeychain returns the credentials a pod pulls with (its imagePullSecrets
+// and its service account's), read from the Kubernetes API.
+type PodKeychain func(ctx context.Context, auth Auth) (authn.Keychain, error)
+
 // Resolver resolves tags with a HEAD of the manifest. A multi-arch index
 // resolves to the index digest, which is what the kubelet pulls by.
 type Resolver struct {
 	keychain  authn.Keychain
+	pod       PodKeychain
 	transport http.RoundTripper
 	timeout   time.Duration
 }
 
-// New returns a resolver using keychain for credentials (anonymous when nil)
-// and timeout per registry request.
-func New(keychain authn.Keychain, transport http.RoundTripper, timeout time.Duration) *Resolver {
-	if keychain == nil {
-		keychain = authn.NewMultiKeychain()
+// Option configures a Resolver.
+type Option func(*Resolver)
+
+// WithKeychain sets static credentials (e.g. the local docker config).
+func WithKeychain(k authn.Keychain) Option { return func(r *Resolver) { r.keychain = k } }
+
+// WithPodKeychain adds the pod's own pull credentials, tried first.
+func WithPodKeychain(f PodKeychain) Option { return func(r *Resolver) { r.pod = f } }
+
+// WithTransport sets the HTTP transport.
+func WithTransport(t http.RoundTripper) Option { return func(r *Resolver) { r.transport = t } }
+
+// New returns a resolver with timeout per registry request.
+func New(timeout time.Duration, opts ...Option) *Resolver {
+	r := &Resolver{keychain: authn.NewMultiKeychain(), transport: remote.DefaultTransport, timeout: timeout}
+	if r.timeout <= 0 {
+		r.timeout = 3 * time.Second
 	}
-	if transport == nil {
-		transport = remote.DefaultTransport
+	for _, o := range opts {
+		o(r)
 	}
-	if timeout <= 0 {
-		timeout = 3 * time.Second
-	}
-	return &Resolver{keychain: keychain, transport: transport, timeout: timeout}
+	return r
 }
 
 // Resolve returns "sha256:…" for ref's tag (or ref's own digest).
-func (r *Resolver) Resolve(ctx context.Context, ref imageref.Ref) (string, error) {
+func (r *Resolver) Resolve(ctx context.Context, ref imageref.Ref, auth Auth) (string, error) {
 	if ref.Digest() != "" {
 		return ref.Digest(), nil
 	}
@@ -49,7 +70,15 @@ func (r *Resolver) Resolve(ctx context.Context, ref imageref.Ref) (string, error
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	desc, err := remote.Head(n, remote.WithContext(ctx), remote.WithAuthFromKeychain(r.keychain), remote.WithTransport(r.transport))
+	kc := r.keychain
+	if r.pod != nil {
+		pk, err := r.pod(ctx, auth)
+		if err != nil {
+			return "", fmt.Errorf("resolve %s: pull credentials of namespace %s: %w", ref, auth.Namespace, err)
+		}
+		kc = authn.NewMultiKeychain(pk, r.keychain)
+	}
+	desc, err := remote.Head(n, remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithTransport(r.transport))
 	if err != nil {
 		return "", fmt.Errorf("resolve %s: %w", ref, err)
 	}

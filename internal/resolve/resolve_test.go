@@ -40,7 +40,7 @@ func TestResolve(t *testing.T) {
 	}
 	wantIdx, _ := idx.Digest()
 
-	r := New(nil, nil, time.Second)
+	r := New(time.Second)
 	tests := []struct {
 		ref, want, err string
 	}{
@@ -52,7 +52,7 @@ func TestResolve(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.ref, func(t *testing.T) {
-			got, err := r.Resolve(context.Background(), imageref.MustParse(tc.ref))
+			got, err := r.Resolve(context.Background(), imageref.MustParse(tc.ref), Auth{})
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("Resolve: %v, want error containing %q", err, tc.err)

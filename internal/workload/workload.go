@@ -54,6 +54,11 @@ type Object struct {
 	// empty (a higher-level tool fills it in); the Pods created from them are
 	// judged when they are created, so empty images are not listed.
 	Containers []Container
+	// ServiceAccount and PullSecrets are the pod spec's serviceAccountName
+	// and imagePullSecrets: the credentials the kubelet would pull with, used
+	// to resolve digests for pinning.
+	ServiceAccount string
+	PullSecrets    []string
 	// Source says where a manifest object came from ("document 2", "document
 	// 1, item 3"); empty for objects from admission requests.
 	Source string
@@ -113,6 +118,10 @@ type objectMeta struct {
 // keeps Extract fast (one pass over the object) and tolerant of fields it
 // does not care about, newer API fields included.
 type podSpec struct {
+	ServiceAccountName string `json:"serviceAccountName"`
+	ImagePullSecrets   []struct {
+		Name string `json:"name"`
+	} `json:"imagePullSecrets"`
 	Containers          []container `json:"containers"`
 	InitContainers      []container `json:"initContainers"`
 	EphemeralContainers []container `json:"ephemeralContainers"`
@@ -226,6 +235,12 @@ func Extract(gk schema.GroupKind, subresource string, raw []byte) (*Object, erro
 	}
 	if spec == nil {
 		return obj, nil // no pod spec (yet): nothing to judge
+	}
+	obj.ServiceAccount = spec.ServiceAccountName
+	for _, ps := range spec.ImagePullSecrets {
+		if ps.Name != "" {
+			obj.PullSecrets = append(obj.PullSecrets, ps.Name)
+		}
 	}
 	prefix := pointer(info.path)
 	obj.Containers = appendContainers(obj.Containers, prefix+"/containers", KindContainer, spec.Containers)
