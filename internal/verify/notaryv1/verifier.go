@@ -147,8 +147,19 @@ func (v *Verifier) verify(ctx context.Context, ref imageref.Ref) (*verify.Result
 		return nil, transportError(ctx, err, "verify %s", ref)
 	}
 	gun := ref.GUN() // the repository name, built once per lookup
-	td, err := v.trustData(ctx, gun, ref.Registry())
+	td, cached, err := v.trustData(ctx, gun, ref.Registry(), false)
 	if err != nil {
+		return nil, err
+	}
+	res, err := v.decide(td, ref, gun)
+	if err == nil || !cached || !errors.Is(err, verify.ErrUntrusted) {
+		return res, err
+	}
+	// Metadata held in memory may be up to the freshness window old, and a
+	// tag signed a moment ago is not in it: only a "yes" may come from the
+	// memory alone. Before saying "no", ask the server (one timestamp
+	// request when nothing changed).
+	if td, _, err = v.trustData(ctx, gun, ref.Registry(), true); err != nil {
 		return nil, err
 	}
 	return v.decide(td, ref, gun)
@@ -156,10 +167,14 @@ func (v *Verifier) verify(ctx context.Context, ref imageref.Ref) (*verify.Result
 
 // trustData returns verified metadata for gun, from memory when fresh,
 // otherwise refreshed, with concurrent refreshes of one gun coalesced.
-func (v *Verifier) trustData(ctx context.Context, gun, registry string) (*trustData, error) {
+// With revalidate, memory is not enough: the timestamp is fetched again.
+// cached reports whether the answer came from memory without a request.
+func (v *Verifier) trustData(ctx context.Context, gun, registry string, revalidate bool) (td *trustData, cached bool, err error) {
 	st := v.gunState(gun)
-	if td := v.current(st, v.now()); td != nil {
-		return td, nil
+	if !revalidate {
+		if td := v.current(st, v.now()); td != nil {
+			return td, true, nil
+		}
 	}
 	ch := v.group.DoChan(gun, func() (any, error) {
 		// The refresh is shared by every caller waiting for this gun, so
@@ -173,11 +188,11 @@ func (v *Verifier) trustData(ctx context.Context, gun, registry string) (*trustD
 	select {
 	case r := <-ch:
 		if r.Err != nil {
-			return nil, r.Err
+			return nil, false, r.Err
 		}
-		return r.Val.(*trustData), nil
+		return r.Val.(*trustData), false, nil
 	case <-ctx.Done():
-		return nil, transportError(ctx, ctx.Err(), "verify %s", gun)
+		return nil, false, transportError(ctx, ctx.Err(), "verify %s", gun)
 	}
 }
 

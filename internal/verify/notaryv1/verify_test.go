@@ -387,3 +387,38 @@ func TestKeyTypes(t *testing.T) {
 		})
 	}
 }
+
+// A tag signed after the metadata was cached must not be denied for the
+// length of the freshness window: a "no" is only said after revalidating,
+// while a "yes" may come from memory alone.
+func TestNewlySignedTagWithinFreshness(t *testing.T) {
+	srv := notaryfake.New(t)
+	repo := srv.NewRepo(testGUN)
+	repo.AddTarget("targets", "v1", digestOf("v1"), 100)
+	repo.Publish()
+	v := newTestVerifier(t, srv, pinned(repo), WithFreshness(time.Hour))
+	if _, err := verifyRef(t, v, testGUN+":v1"); err != nil {
+		t.Fatal(err)
+	}
+	repo.AddTarget("targets", "v2", digestOf("v2"), 100)
+	repo.Publish()
+	srv.ResetCounts()
+	res, err := verifyRef(t, v, testGUN+":v2")
+	if err != nil || res.Digest != digestOf("v2") {
+		t.Fatalf("newly signed tag: %v %v", res, err)
+	}
+	if got := srv.Requests(); got == 0 {
+		t.Fatal("the newly signed tag was answered without asking the server")
+	}
+	srv.ResetCounts()
+	if _, err := verifyRef(t, v, testGUN+":v1"); err != nil || srv.Requests() != 0 {
+		t.Fatalf("known tag within freshness: err=%v requests=%d, want 0 requests", err, srv.Requests())
+	}
+	// An unsigned tag costs one revalidation (the timestamp), then the deny.
+	srv.ResetCounts()
+	_, err = verifyRef(t, v, testGUN+":nope")
+	wantErr(t, err, verify.ErrUntrusted, "nope")
+	if got := srv.Requests(); got != 1 {
+		t.Fatalf("deny within freshness made %d requests, want 1 (timestamp)", got)
+	}
+}
