@@ -12,9 +12,10 @@ import (
 // once when the policy loads, so a bad pattern is a load error, never a
 // panic at admission time.
 type Pattern struct {
-	text string
-	repo *regexp.Regexp
-	tag  *regexp.Regexp // nil: every tag and digest
+	text        string
+	anyRegistry bool // the registry part is a wildcard
+	repo        *regexp.Regexp
+	tag         *regexp.Regexp // nil: every tag and digest
 }
 
 // CompilePattern compiles REGISTRY/PATH[:TAG] where `*` matches within one
@@ -65,7 +66,7 @@ func CompilePattern(p string) (Pattern, error) {
 	if err != nil {
 		return Pattern{}, fmt.Errorf("pattern %q: %w", p, err)
 	}
-	pt := Pattern{text: p, repo: re}
+	pt := Pattern{text: p, repo: re, anyRegistry: strings.ContainsAny(segs[0], "*?")}
 	if tag != "" {
 		if pt.tag, err = globRegexp(tag, false); err != nil {
 			return Pattern{}, fmt.Errorf("pattern %q: %w", p, err)
@@ -114,3 +115,7 @@ func (p Pattern) Match(ref imageref.Ref) bool {
 }
 
 func (p Pattern) String() string { return p.text }
+
+// AnyRegistry reports whether the pattern leaves the registry open, so that
+// the references it matches may name any host at all.
+func (p Pattern) AnyRegistry() bool { return p.anyRegistry }

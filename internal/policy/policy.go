@@ -319,6 +319,16 @@ func compileRule(rf RuleFile, verifiers map[string]verify.Verifier) (*Rule, erro
 	default:
 		return nil, fmt.Errorf("(%s).require: %q is not one of all, any", rf.Name, rf.Require)
 	}
+	if r.Action == ActionAllow && r.PinDigest {
+		// Pinning an unverified image means asking its registry for the
+		// digest. With a wildcard registry, whoever creates a pod would
+		// choose the host trustgate connects to.
+		for j, pt := range r.Patterns {
+			if pt.AnyRegistry() {
+				return nil, fmt.Errorf("(%s).images[%d]: %q leaves the registry open, so pinning would contact any host a pod names; name the registry or set pinDigest: false", rf.Name, j, pt)
+			}
+		}
+	}
 	if r.Action != ActionVerify {
 		if len(rf.Verify) > 0 {
 			return nil, fmt.Errorf("(%s).verify: only allowed with action verify", rf.Name)

@@ -149,6 +149,7 @@ func TestParseErrors(t *testing.T) {
 		{"allow with verifiers", head + dct + "rules: [{name: r, images: [reg.io/x], action: allow, verify: [dct]}]\n", "(r).verify: only allowed"},
 		{"bad action", head + "rules: [{name: r, images: [reg.io/x], action: skip}]\n", "(r).action"},
 		{"bad require", head + dct + "rules: [{name: r, images: [reg.io/x], verify: [dct], require: most}]\n", "(r).require"},
+		{"allow with open registry pins", head + "rules: [{name: r, images: ['**'], action: allow}]\n", "leaves the registry open"},
 		{"duplicate rule", head + "rules: [{name: r, images: [reg.io/x], action: allow}, {name: r, images: [reg.io/y], action: allow}]\n", "rules[1].name"},
 	}
 	for _, tc := range tests {
@@ -189,7 +190,7 @@ func TestLoadResolvesBaseDir(t *testing.T) {
 
 func FuzzParsePolicy(f *testing.F) {
 	f.Add([]byte(good))
-	f.Add([]byte("apiVersion: trustgate.dev/v1alpha1\nkind: Policy\nrules: [{name: r, images: ['**'], action: allow}]"))
+	f.Add([]byte("apiVersion: trustgate.dev/v1alpha1\nkind: Policy\nrules: [{name: r, images: ['**'], action: allow, pinDigest: false}]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse(data, "fuzz.yaml", factories, verify.Deps{})
 		if err != nil {
