@@ -37,6 +37,7 @@ fuzz:
 
 ## demo: the local sandbox (real notary server, registry, etcd, kube-apiserver, trustgate).
 demo: build
+	@echo "make demo: see hack/demo.sh; stop the sandbox with: hack/demo.sh stop"
 	./hack/demo.sh
 
 ## bench: the short benchmark run that rewrites BENCHMARKS.md.
