@@ -62,12 +62,6 @@ func (f *fakeEngine) Evaluate(_ context.Context, req engine.Request) engine.Repo
 	return r
 }
 
-func (f *fakeEngine) setMode(m policy.Mode) {
-	f.mu.Lock()
-	f.mode = m
-	f.mu.Unlock()
-}
-
 func (f *fakeEngine) requests() []engine.Request {
 	f.mu.Lock()
 	defer f.mu.Unlock()

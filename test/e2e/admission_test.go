@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -90,6 +91,8 @@ type stackSpec struct {
 	// selector is added to the manifests' namespaceSelector.
 	selector metav1.LabelSelectorRequirement
 	hooks    hookSet
+	// serveArgs are extra flags of `trustgate serve`.
+	serveArgs []string
 	// shared stacks stop in TestMain, others at the end of the test.
 	shared bool
 }
@@ -108,7 +111,7 @@ func startStack(t *testing.T, c *kube.Cluster, d *dctEnv, bin string, spec stack
 	if err != nil {
 		return nil, err
 	}
-	in, err := newInstance(bin, filepath.Join(dir, "instance-"+name), name, spec.policy)
+	in, err := newInstance(bin, filepath.Join(dir, "instance-"+name), name, spec.policy, spec.serveArgs...)
 	if err != nil {
 		return nil, err
 	}
@@ -210,6 +213,12 @@ func TestSignedImagesArePinned(t *testing.T) {
 		if got := s.get(t, ns, "pod/signed", "{.spec.containers[0].image}"); got != signed.Pinned() {
 			t.Errorf("stored image = %q, want %q", got, signed.Pinned())
 		}
+		// The original reference survives in the annotation, as the API
+		// server stored it.
+		want := mustJSON(map[string]string{"/spec/containers/0/image": signed.Ref})
+		if got := s.get(t, ns, "pod/signed", originalImagesPath); got != want {
+			t.Errorf("original-images annotation = %s, want %s", got, want)
+		}
 	})
 	t.Run("kubectl apply deployment", func(t *testing.T) {
 		if _, _, err := applyStdin(s, ns, deploymentYAML("signed", s.D.SignedOther.Ref)); err != nil {
@@ -219,6 +228,16 @@ func TestSignedImagesArePinned(t *testing.T) {
 		for _, path := range []string{"{.spec.template.spec.containers[0].image}", "{.spec.template.spec.initContainers[0].image}"} {
 			if got := s.get(t, ns, "deployment/signed", path); got != want {
 				t.Errorf("%s = %q, want %q", path, got, want)
+			}
+		}
+		var originals map[string]string
+		raw := s.get(t, ns, "deployment/signed", originalImagesPath)
+		if err := json.Unmarshal([]byte(raw), &originals); err != nil {
+			t.Fatalf("original-images annotation %q: %v", raw, err)
+		}
+		for _, path := range []string{"/spec/template/spec/containers/0/image", "/spec/template/spec/initContainers/0/image"} {
+			if originals[path] != s.D.SignedOther.Ref {
+				t.Errorf("original-images[%s] = %q, want %q (all: %v)", path, originals[path], s.D.SignedOther.Ref, originals)
 			}
 		}
 	})
@@ -231,6 +250,10 @@ func TestSignedImagesArePinned(t *testing.T) {
 		}
 	})
 }
+
+// originalImagesPath is the jsonpath of the annotation in which /mutate keeps
+// the references it replaced.
+const originalImagesPath = `{.metadata.annotations.trustgate\.dev/original-images}`
 
 // TestUntrustedImagesAreRefused: kubectl shows trustgate's reason, and
 // nothing is stored.
@@ -404,8 +427,9 @@ func TestWarnMode(t *testing.T) {
 	if err != nil {
 		t.Fatalf("warn mode refused an unsigned pod: %v", err)
 	}
-	if !strings.Contains(stderr, "Warning:") || !strings.Contains(stderr, d.Registry.Repo("e2e/nosig")) {
-		t.Errorf("kubectl printed no warning naming the image:\n%s", stderr)
+	// kubectl shows the warning as trustgate worded it: image, rule, reason.
+	if want := `Warning: trustgate would deny "` + d.NoTrustData.Ref + `" (rule e2e-signed): `; !strings.Contains(stderr, want) || !strings.Contains(stderr, "no trust data") {
+		t.Errorf("kubectl printed no warning %q… naming the reason:\n%s", want, stderr)
 	}
 	if got := s.get(t, ns, "pod/unsigned", "{.spec.containers[0].image}"); got != d.NoTrustData.Ref {
 		t.Errorf("stored image = %q, want %q as written", got, d.NoTrustData.Ref)
@@ -480,6 +504,12 @@ func TestValidatingWebhookAlone(t *testing.T) {
 	_, stderr, err := runPod(s, ns, "unsigned", d.NoTrustData.Ref)
 	if err == nil || !strings.Contains(stderr, `admission webhook "verify.images.trustgate.dev" denied the request`) {
 		t.Errorf("unsigned pod: err %v, stderr %q; want a denial by the validating webhook", err, stderr)
+	}
+	// Refusals are audited too, by /validate (with both webhooks /mutate
+	// refuses first and leaves auditing to /validate).
+	wantAudit := "decision=deny rule=e2e-signed image=" + d.NoTrustData.Ref
+	if got := auditAnnotations(t, ns, "unsigned")["verify.images.trustgate.dev/image-0"]; got != wantAudit {
+		t.Errorf("audit annotation of the refused pod = %q, want %q", got, wantAudit)
 	}
 	if _, _, err := runPod(s, ns, "signed", d.Signed.Ref); err != nil {
 		t.Fatalf("signed pod refused by /validate: %v", err)

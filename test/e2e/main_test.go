@@ -5,12 +5,14 @@
 // what is tested.
 //
 // One cluster, one notary-server and one registry serve the whole package;
-// they start on first use and stop in TestMain. Instances of trustgate other
+// they start on first use and stop in TestMain. The cluster writes an audit
+// log (see auditPolicy), in which TestAuditAnnotations finds trustgate's
+// audit annotations. Instances of trustgate other
 // than the shared "main" one judge only namespaces labelled
 // e2e.trustgate.dev/instance=<name>, so tests with their own policy (warn
 // mode, trustgate down, ...) do not disturb each other.
 //
-//	go test ./test/e2e/            # about 40s once kube-apiserver is cached
+//	go test ./test/e2e/            # about a minute once kube-apiserver is cached
 //
 // The first run builds kube-apiserver (hack/kube-apiserver.sh, about 10
 // minutes). Missing binaries (etcd, kubectl, notary, docker-registry) skip the
@@ -48,6 +50,8 @@ type fixture struct {
 	clusterOnce sync.Once
 	cluster     *kube.Cluster
 	clusterErr  error
+	// auditLog is the API server's audit log (see auditPolicy).
+	auditLog string
 
 	binOnce sync.Once
 	bin     string
@@ -98,9 +102,14 @@ func (f *fixture) stop() {
 func requireCluster(t *testing.T) *kube.Cluster {
 	t.Helper()
 	shared.clusterOnce.Do(func() {
+		args, err := auditArgs()
+		if err != nil {
+			shared.clusterErr = err
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), kube.DefaultBuildTimeout+2*time.Minute)
 		defer cancel()
-		shared.cluster, shared.clusterErr = kube.New(ctx, kube.Options{Progress: os.Stderr})
+		shared.cluster, shared.clusterErr = kube.New(ctx, kube.Options{Progress: os.Stderr, ExtraAPIServerArgs: args})
 		if shared.clusterErr == nil {
 			c := shared.cluster
 			shared.onStop(func() {
@@ -114,6 +123,38 @@ func requireCluster(t *testing.T) *kube.Cluster {
 		kube.SkipOrFail(t, shared.clusterErr)
 	}
 	return shared.cluster
+}
+
+// auditPolicy records, at Metadata level (which carries the admission
+// webhooks' audit annotations), the writes of the kinds trustgate judges and
+// nothing else, so the log stays small.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch]
+  resources:
+  - group: ""
+    resources: [pods, pods/ephemeralcontainers, replicationcontrollers]
+  - group: apps
+  - group: batch
+- level: None
+`
+
+// auditArgs writes the audit policy into the suite's temp folder and returns
+// the API server flags that log to shared.auditLog.
+func auditArgs() ([]string, error) {
+	dir, err := shared.tempDir()
+	if err != nil {
+		return nil, err
+	}
+	policy := filepath.Join(dir, "audit-policy.yaml")
+	if err := os.WriteFile(policy, []byte(auditPolicy), 0o644); err != nil {
+		return nil, fmt.Errorf("write audit policy: %w", err)
+	}
+	shared.auditLog = filepath.Join(dir, "audit.log")
+	return []string{"--audit-policy-file=" + policy, "--audit-log-path=" + shared.auditLog}, nil
 }
 
 // requireTrustgate returns the path of a freshly built trustgate binary.

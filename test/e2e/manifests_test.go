@@ -236,9 +236,13 @@ func TestWebhookManifests(t *testing.T) {
 			if h.objSel != nil || h.matchConds != 0 {
 				t.Errorf("objectSelector/matchConditions set: a pod could opt itself out")
 			}
-			want := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
-				Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"trustgate", "kube-system"},
-			}}}
+			// trustgate's own namespace and kube-system are never judged (so
+			// they can always be repaired), nor a namespace an operator
+			// labelled trustgate.dev/exempt in an emergency.
+			want := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"trustgate", "kube-system"}},
+				{Key: exemptLabel, Operator: metav1.LabelSelectorOpDoesNotExist},
+			}}
 			if got, _ := json.Marshal(h.nsSel); string(got) != mustJSON(want) {
 				t.Errorf("namespaceSelector = %s, want %s", got, mustJSON(want))
 			}

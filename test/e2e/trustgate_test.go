@@ -39,6 +39,8 @@ type instance struct {
 	policyFile string
 	certFile   string
 	keyFile    string
+	// serveArgs are extra flags of `trustgate serve` (--pull-secrets ...).
+	serveArgs []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -48,8 +50,8 @@ type instance struct {
 // newInstance writes policy, makes certificates with `trustgate certs` and
 // starts `trustgate serve` on a free loopback port. It does not register
 // webhooks (see register).
-func newInstance(bin, dir, name, policy string) (*instance, error) {
-	in := &instance{Name: name, dir: dir, bin: bin}
+func newInstance(bin, dir, name, policy string, serveArgs ...string) (*instance, error) {
+	in := &instance{Name: name, dir: dir, bin: bin, serveArgs: serveArgs}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("instance %s: %w", name, err)
 	}
@@ -90,11 +92,12 @@ func (in *instance) Start() error {
 	if err != nil {
 		return fmt.Errorf("instance %s: log: %w", in.Name, err)
 	}
-	cmd := exec.Command(in.bin, "serve",
+	args := append([]string{"serve",
 		"--policy", in.policyFile,
 		"--addr", in.Addr,
 		"--tls-cert", in.certFile,
-		"--tls-key", in.keyFile)
+		"--tls-key", in.keyFile}, in.serveArgs...)
+	cmd := exec.Command(in.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -236,7 +239,7 @@ func waitJudged(t *testing.T, c *kube.Cluster, ns, img string, judged func(stdou
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	t.Fatalf("webhooks not active in %s after 30s: last dry run of %s: stdout %q stderr %q err %v", ns, img, stdout, stderr, err)
+	t.Fatalf("admission in %s not as expected after 30s (webhook registrations and namespace labels reach the API server asynchronously): last dry run of %s: stdout %q stderr %q err %v", ns, img, stdout, stderr, err)
 }
 
 func deniedResult(_, stderr string, err error) bool {
