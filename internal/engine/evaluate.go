@@ -30,6 +30,7 @@ type Engine struct {
 	pol      atomic.Pointer[policy.Policy]
 	results  *cache.Cache[*verify.Result]
 	resolved *cache.Cache[string]
+	parsed   *cache.Cache[imageref.Ref]
 	resolver Resolver
 	metrics  *metrics.Metrics
 	parallel int
@@ -49,6 +50,7 @@ func WithCacheSize(n int) Option {
 	return func(e *Engine) {
 		e.results = cache.New[*verify.Result](n)
 		e.resolved = cache.New[string](n)
+		e.parsed = cache.New[imageref.Ref](min(n, 20_000))
 	}
 }
 
@@ -107,7 +109,7 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) Report {
 
 func (e *Engine) decide(ctx context.Context, p *policy.Policy, req Request, img string) Decision {
 	d := Decision{Image: img}
-	ref, err := imageref.Parse(img)
+	ref, err := e.parse(img)
 	if err != nil {
 		d.Action, d.Reason = "deny", err.Error()
 		return e.count(d)
@@ -152,6 +154,18 @@ func (e *Engine) decide(ctx context.Context, p *policy.Policy, req Request, img 
 		d.Pin = ref.WithDigest(d.Digest).String()
 	}
 	return e.count(d)
+}
+
+// parse is imageref.Parse, remembered: a rollout sends the same strings
+// thousands of times, and parsing is a good part of a cached decision's cost.
+// Both outcomes are deterministic, so they never expire (the LRU bounds them).
+func (e *Engine) parse(img string) (imageref.Ref, error) {
+	if out, ok := e.parsed.Get(img); ok {
+		return out.Value, out.Err
+	}
+	ref, err := imageref.Parse(img)
+	e.parsed.Put(img, cache.Outcome[imageref.Ref]{Value: ref, Err: err}, 24*time.Hour)
+	return ref, err
 }
 
 func (e *Engine) count(d Decision) Decision {

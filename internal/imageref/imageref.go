@@ -51,8 +51,11 @@ func Parse(s string) (Ref, error) {
 	if s == "" {
 		return Ref{}, fmt.Errorf("%w: empty", ErrInvalid)
 	}
-	if len(s) > 4096 {
-		return Ref{}, fmt.Errorf("%w: longer than 4096 bytes", ErrInvalid)
+	// distribution caps a repository name at 255 characters and a tag at
+	// 128; with a host and a digest nothing valid comes near 1024. The cap
+	// keeps what hostile pods can make trustgate remember small.
+	if len(s) > 1024 {
+		return Ref{}, fmt.Errorf("%w: longer than 1024 bytes", ErrInvalid)
 	}
 	if strings.TrimSpace(s) != s {
 		return Ref{}, fmt.Errorf("%w %q: surrounding whitespace", ErrInvalid, s)
@@ -102,6 +105,9 @@ func Parse(s string) (Ref, error) {
 		r.registry = DockerHub
 	}
 	r.path = repo.RepositoryStr()
+	if n := len(r.registry) + 1 + len(r.path); n > 255 {
+		return Ref{}, fmt.Errorf("%w %q: repository name is %d characters, more than 255", ErrInvalid, s, n)
+	}
 	return r, nil
 }
 

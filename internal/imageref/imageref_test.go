@@ -59,7 +59,7 @@ func TestParseInvalid(t *testing.T) {
 		"", " nginx", "nginx ", "Nginx", "reg.io/Team/app", "reg.io/app:", "reg.io/app@sha256:short",
 		"reg.io/app@md5:0123", "reg.io//app", "reg.io/app:v1:v2", "reg.io/app@" + dg + "@" + dg,
 		"reg.io/app:" + strings.Repeat("x", 200), strings.Repeat("a/", 3000) + "b", "reg.io/app:tag with space",
-		"-reg.io/app",
+		"-reg.io/app", "reg.io/" + strings.Repeat("a", 250) + ":v1",
 	} {
 		t.Run(in, func(t *testing.T) {
 			if r, err := Parse(in); err == nil {
