@@ -50,3 +50,18 @@ echo "bench: scenarios" >&2
 	--trustgate "$trustgate" --floor "$tmp/floor" --anchor "$tmp/anchor" \
 	--micro "$tmp/micro.txt" --analysis bench/analysis.md "${profile_args[@]}" \
 	--out "$OUT" --command "${PROFILE:+PROFILE=$PROFILE }make bench${BENCH_ARGS:+ (BENCH_ARGS=$BENCH_ARGS)}" ${BENCH_ARGS:-}
+
+echo "bench: notaryv1 against the real notary-server" >&2
+{
+	echo
+	echo "## notaryv1 against the real notary-server (Go benchmarks)"
+	echo
+	echo "\`CI=true go test -run '^\$' -bench . -benchtime 100x ./test/integration/dct/\`: the verifier alone"
+	echo "(no webhook), against Debian's notary-server over TLS on 127.0.0.1. Cold: a new verifier, nothing"
+	echo "cached. Warm: metadata held and the timestamp fresh. WarmRevalidate: held, but the timestamp"
+	echo "re-checked. req/op is HTTP requests per verification."
+	echo
+	echo '```'
+	CI=true "$GO" test -count=1 -run '^$' -bench . -benchtime 100x ./test/integration/dct/ | grep -E '^Benchmark'
+	echo '```'
+} >>"$OUT"

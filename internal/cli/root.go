@@ -4,6 +4,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -61,10 +62,14 @@ func Execute(args []string, stdout, stderr io.Writer) int {
 }
 
 func executeWith(root *cobra.Command, args []string, stdout, stderr io.Writer) int {
+	return executeContext(context.Background(), root, args, stdout, stderr)
+}
+
+func executeContext(ctx context.Context, root *cobra.Command, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.Execute()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK
 	}

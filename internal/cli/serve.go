@@ -7,11 +7,9 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -119,8 +117,6 @@ func runServe(cmd *cobra.Command, o serveOptions) error {
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	var ready atomic.Bool
-	ready.Store(true)
 	go watchPolicy(ctx, o.policyPath, o.reloadPeriod, eng, m, log)
 
 	srv, err := server.New(server.Options{
@@ -129,7 +125,7 @@ func runServe(cmd *cobra.Command, o serveOptions) error {
 		ClientCAFile:   o.clientCA,
 		Validate:       validate,
 		Mutate:         mutate,
-		Ready:          ready.Load,
+		Ready:          func() bool { return eng.Policy() != nil },
 		Metrics:        promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		MetricsAddr:    o.metricsAddr,
 		Logger:         log,
@@ -208,5 +204,3 @@ func fileSum(path string) []byte {
 	s := sha256.Sum256(data)
 	return s[:]
 }
-
-var _ http.Handler = (*admission.Webhook)(nil)
