@@ -1,9 +1,12 @@
 package resolve
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -61,6 +64,53 @@ func TestResolve(t *testing.T) {
 			}
 			if err != nil || got != tc.want {
 				t.Fatalf("Resolve = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// A registry that never answers, resets connections, or answers garbage
+// gives an error within the request timeout, never a hang or a digest.
+func TestResolveFaults(t *testing.T) {
+	hang := make(chan struct{})
+	blackhole := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-hang }))
+	// Close waits for handlers: release the hanging one first.
+	defer blackhole.Close()
+	defer close(hang)
+	garbage := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Docker-Content-Digest", "not-a-digest")
+		w.Write(bytes.Repeat([]byte("x"), 1<<20))
+	}))
+	defer garbage.Close()
+	reset, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reset.Close()
+	go func() {
+		for {
+			c, err := reset.Accept()
+			if err != nil {
+				return
+			}
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	}()
+	r := New(300 * time.Millisecond)
+	for name, host := range map[string]string{
+		"never answers": strings.TrimPrefix(blackhole.URL, "http://"),
+		"garbage":       strings.TrimPrefix(garbage.URL, "http://"),
+		"resets":        reset.Addr().String(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			start := time.Now()
+			d, err := r.Resolve(context.Background(), imageref.MustParse(host+"/team/app:v1"), Auth{})
+			if err == nil {
+				t.Fatalf("Resolve = %q, want an error", d)
+			}
+			if el := time.Since(start); el > 3*time.Second {
+				t.Fatalf("took %s with a 300ms timeout", el)
 			}
 		})
 	}
