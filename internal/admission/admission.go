@@ -10,6 +10,14 @@
 //   - The answer is guaranteed by the deadline: if the evaluator has not
 //     returned by then, every image is denied with "timed out" (fail closed,
 //     whatever the policy mode, since the mode is part of the missing report).
+//     An evaluator that can answer without blocking (CachedEvaluator, e.g.
+//     when every decision is cached) is asked first, on the request's own
+//     goroutine, which spares the hot path the goroutine and timers.
+//   - Each body is parsed once: the AdmissionReview and the parts of its
+//     objects trustgate reads (workload.Fields) in one strict pass
+//     (case-sensitive, duplicate fields refused). Objects that do not fit
+//     that shape are decoded again by kind (workload.Extract), which is also
+//     what decides the error message.
 //   - /mutate denies exactly as /validate would in enforce mode (the mutating
 //     webhook runs first, so the user sees the reason once); in warn and audit
 //     mode it only pins, and leaves warnings and audit annotations to /validate.
@@ -42,6 +50,18 @@ const (
 // honour ctx: when ctx ends it should return denies that say "timed out".
 type Evaluator interface {
 	Evaluate(ctx context.Context, req engine.Request) engine.Report
+}
+
+// CachedEvaluator is an Evaluator that can sometimes decide at once, e.g.
+// when every image's decision is cached. The webhook asks it first, on the
+// request's own goroutine; only when it declines (ok false) does the webhook
+// start the goroutine and timer that enforce the deadline around Evaluate.
+// EvaluateCached must therefore never block: no network, no waiting for a
+// verification in flight, no lock held across either. Its report is used
+// exactly as Evaluate's would be.
+type CachedEvaluator interface {
+	Evaluator
+	EvaluateCached(req engine.Request) (report engine.Report, ok bool)
 }
 
 // EvaluatorFunc adapts a function to Evaluator.
@@ -181,16 +201,16 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 
 // serve reads and judges one AdmissionReview and encodes the answer.
 func (w *Webhook) serve(rw http.ResponseWriter, r *http.Request) (body []byte, allowed bool, err error) {
-	review, err := w.readReview(rw, r)
+	rv, err := w.readReview(rw, r)
 	if err != nil {
 		return nil, false, err
 	}
-	resp, err := w.review(r.Context(), review.Request)
+	resp, err := w.review(r.Context(), rv)
 	if err != nil {
 		return nil, false, err
 	}
-	resp.UID = review.Request.UID
-	body, err = marshal(admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp})
+	resp.UID = rv.UID
+	body, err = marshal(admissionv1.AdmissionReview{TypeMeta: rv.typeMeta, Response: resp})
 	if err != nil {
 		return nil, false, fmt.Errorf("encode AdmissionReview response: %w", err)
 	}
@@ -198,7 +218,7 @@ func (w *Webhook) serve(rw http.ResponseWriter, r *http.Request) (body []byte, a
 }
 
 // readReview enforces method, content type and size, then decodes the body.
-func (w *Webhook) readReview(rw http.ResponseWriter, r *http.Request) (*admissionv1.AdmissionReview, error) {
+func (w *Webhook) readReview(rw http.ResponseWriter, r *http.Request) (*decodedReview, error) {
 	if r.Method != http.MethodPost {
 		return nil, &httpError{code: http.StatusMethodNotAllowed, msg: fmt.Sprintf("method %s not allowed, use POST", r.Method)}
 	}
@@ -210,6 +230,7 @@ func (w *Webhook) readReview(rw http.ResponseWriter, r *http.Request) (*admissio
 		return nil, tooLarge(w.maxBody)
 	}
 	body, err := readAllLimited(rw, r, w.maxBody)
+	defer releaseBody(body) // decodeReview keeps no reference to it
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -217,11 +238,11 @@ func (w *Webhook) readReview(rw http.ResponseWriter, r *http.Request) (*admissio
 		}
 		return nil, badRequest("read request body: %v", err)
 	}
-	review, err := DecodeAdmissionReview(body)
+	rv, err := decodeReview(*body)
 	if err != nil {
 		return nil, badRequest("%v", err)
 	}
-	return review, nil
+	return rv, nil
 }
 
 func tooLarge(limit int64) error {

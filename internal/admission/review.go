@@ -33,7 +33,7 @@ const (
 var errEvaluatorPanic = errors.New("evaluator panicked")
 
 // review judges one admission request.
-func (w *Webhook) review(ctx context.Context, req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
+func (w *Webhook) review(ctx context.Context, req *decodedReview) (*admissionv1.AdmissionResponse, error) {
 	allow := &admissionv1.AdmissionResponse{Allowed: true}
 	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
 		return allow, nil
@@ -42,10 +42,10 @@ func (w *Webhook) review(ctx context.Context, req *admissionv1.AdmissionRequest)
 	if !workload.Judged(gk, req.SubResource) {
 		return allow, nil
 	}
-	if len(req.Object.Raw) == 0 {
+	if !req.object.present() {
 		return nil, badRequest("%s %s request without an object", req.Operation, gk.String())
 	}
-	obj, err := workload.Extract(gk, req.SubResource, req.Object.Raw)
+	obj, err := req.object.extract(gk, req.SubResource)
 	if err != nil {
 		return nil, badRequest("request.object: %v", err)
 	}
@@ -56,8 +56,8 @@ func (w *Webhook) review(ctx context.Context, req *admissionv1.AdmissionRequest)
 		if obj.Deleting() {
 			return allow, nil
 		}
-		if len(req.OldObject.Raw) > 0 {
-			old, err := workload.Extract(gk, req.SubResource, req.OldObject.Raw)
+		if req.oldObject.present() {
+			old, err := req.oldObject.extract(gk, req.SubResource)
 			if err != nil {
 				return nil, badRequest("request.oldObject: %v", err)
 			}
@@ -188,12 +188,19 @@ type evalResult struct {
 	err    error
 }
 
-// evaluate runs the evaluator under the deadline. The evaluator gets a
-// slightly shorter context so that, if it honours ctx, its own "timed out"
-// denies (which respect the policy mode) arrive before the hard cut-off; an
-// evaluator that ignores ctx is abandoned at the deadline and every image is
-// denied (fail closed).
+// evaluate runs the evaluator under the deadline. A CachedEvaluator is first
+// asked to answer at once, on this goroutine (it promises not to block);
+// otherwise, or when it declines, Evaluate runs on its own goroutine. The
+// evaluator gets a slightly shorter context so that, if it honours ctx, its
+// own "timed out" denies (which respect the policy mode) arrive before the
+// hard cut-off; an evaluator that ignores ctx is abandoned at the deadline
+// and every image is denied (fail closed).
 func (w *Webhook) evaluate(ctx context.Context, req engine.Request) (engine.Report, error) {
+	if ce, ok := w.eval.(CachedEvaluator); ok {
+		if report, ok, err := w.evaluateCached(ce, req); ok || err != nil {
+			return report, err
+		}
+	}
 	deadline := w.deadline
 	if w.deadlineFunc != nil {
 		if d := w.deadlineFunc(); d > 0 {
@@ -225,6 +232,19 @@ func (w *Webhook) evaluate(ctx context.Context, req engine.Request) (engine.Repo
 		// The caller is gone; the answer will not be read, but stay closed.
 		return timedOut(req.Images, fmt.Sprintf("timed out: request ended (%v)", context.Cause(ctx))), nil
 	}
+}
+
+// evaluateCached is the fast path: no goroutine, no timer. A panic is
+// reported as Evaluate's would be.
+func (w *Webhook) evaluateCached(ce CachedEvaluator, req engine.Request) (report engine.Report, ok bool, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			w.log.Error("panic in evaluator", "panic", fmt.Sprint(p))
+			report, ok, err = engine.Report{}, false, fmt.Errorf("%w: %v", errEvaluatorPanic, p)
+		}
+	}()
+	report, ok = ce.EvaluateCached(req)
+	return report, ok, nil
 }
 
 func timedOut(images []string, reason string) engine.Report {
@@ -300,29 +320,40 @@ func truncate(s string, n int) string {
 
 func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
 
-// record logs one line per decision and counts decisions.
-func (w *Webhook) record(req *admissionv1.AdmissionRequest, obj *workload.Object, report engine.Report, ds []engine.Decision, elapsed time.Duration) {
-	name := req.Name
-	if name == "" {
-		name = obj.Name
-	}
-	if name == "" && obj.GenerateName != "" {
-		name = obj.GenerateName + "*"
-	}
-	dryRun := req.DryRun != nil && *req.DryRun
-	common := []any{
-		"webhook", w.name,
-		"uid", string(req.UID),
-		"operation", string(req.Operation),
-		"namespace", req.Namespace,
-		"kind", schema.GroupKind{Group: req.Kind.Group, Kind: req.Kind.Kind}.String(),
-		"name", name,
-		"dryRun", dryRun,
-		"mode", string(report.Mode),
-		"duration", elapsed,
+// record logs one line per decision and counts decisions. The lines are
+// built only for the levels the logger writes: a discarded line must cost
+// nothing on the hot path.
+func (w *Webhook) record(req *decodedReview, obj *workload.Object, report engine.Report, ds []engine.Decision, elapsed time.Duration) {
+	ctx := context.Background()
+	var common []slog.Attr
+	commonAttrs := func() []slog.Attr {
+		if common != nil {
+			return common
+		}
+		name := req.Name
+		if name == "" {
+			name = obj.Name
+		}
+		if name == "" && obj.GenerateName != "" {
+			name = obj.GenerateName + "*"
+		}
+		common = []slog.Attr{
+			slog.String("webhook", w.name),
+			slog.String("uid", string(req.UID)),
+			slog.String("operation", string(req.Operation)),
+			slog.String("namespace", req.Namespace),
+			slog.String("kind", schema.GroupKind{Group: req.Kind.Group, Kind: req.Kind.Kind}.String()),
+			slog.String("name", name),
+			slog.Bool("dryRun", req.DryRun != nil && *req.DryRun),
+			slog.String("mode", string(report.Mode)),
+			slog.Duration("duration", elapsed),
+		}
+		return common
 	}
 	if report.Exempt {
-		w.log.Info("admission exempt namespace", common...)
+		if w.log.Enabled(ctx, slog.LevelInfo) {
+			w.log.LogAttrs(ctx, slog.LevelInfo, "admission exempt namespace", commonAttrs()...)
+		}
 		return
 	}
 	for _, d := range ds {
@@ -330,16 +361,18 @@ func (w *Webhook) record(req *admissionv1.AdmissionRequest, obj *workload.Object
 		if d.Allowed {
 			decision, level = "allow", slog.LevelInfo
 		}
-		attrs := append(append([]any{}, common...),
-			"image", d.Image, "rule", d.Rule, "action", d.Action, "decision", decision,
-			"digest", d.Digest, "cached", d.Cached)
-		if d.Pin != "" {
-			attrs = append(attrs, "pin", d.Pin)
+		if w.log.Enabled(ctx, level) {
+			attrs := append(append(make([]slog.Attr, 0, len(commonAttrs())+9), commonAttrs()...),
+				slog.String("image", d.Image), slog.String("rule", d.Rule), slog.String("action", d.Action),
+				slog.String("decision", decision), slog.String("digest", d.Digest), slog.Bool("cached", d.Cached))
+			if d.Pin != "" {
+				attrs = append(attrs, slog.String("pin", d.Pin))
+			}
+			if d.Reason != "" {
+				attrs = append(attrs, slog.String("reason", d.Reason))
+			}
+			w.log.LogAttrs(ctx, level, "admission decision", attrs...)
 		}
-		if d.Reason != "" {
-			attrs = append(attrs, "reason", d.Reason)
-		}
-		w.log.Log(context.Background(), level, "admission decision", attrs...)
 		if w.metrics != nil {
 			rule := d.Rule
 			if rule == "" {

@@ -252,3 +252,45 @@ func TestDeadline(t *testing.T) {
 		t.Fatalf("the fast image was not decided: %+v", rep.Decisions[1])
 	}
 }
+
+func TestEvaluateCached(t *testing.T) {
+	dct := &tableVerifier{name: "dct", signed: map[string]string{"reg.io/team/app:v1": dA}}
+	e := New(newPolicy(t, basePolicy, dct, &tableVerifier{name: "cosign"}), WithResolver(fixedResolver{"docker.io/library/nginx:1": dB}))
+	req := func(ns string, pin bool, imgs ...string) Request { return Request{Namespace: ns, Images: imgs, Pin: pin} }
+
+	// Decided by the policy alone: no verification needed.
+	for _, r := range []Request{req("kube-system", true, "evil.io/x"), req("default", false, "evil.io/x", "reg.io/banned/x:1", "UPPER/x", "nginx:1")} {
+		if _, ok := e.EvaluateCached(r); !ok {
+			t.Fatalf("EvaluateCached(%+v) declined a request the policy alone decides", r)
+		}
+	}
+	// Needs a verification or a resolution: declined, without calling anything.
+	for _, r := range []Request{req("default", false, "reg.io/team/app:v1"), req("default", true, "nginx:1"), req("default", false, "evil.io/x", "reg.io/team/app:v1")} {
+		if _, ok := e.EvaluateCached(r); ok {
+			t.Fatalf("EvaluateCached(%+v) answered without the cache", r)
+		}
+	}
+	if dct.calls.Load() != 0 {
+		t.Fatalf("EvaluateCached called the verifier %d times", dct.calls.Load())
+	}
+	// Once Evaluate has verified and resolved, the same request is answered
+	// from memory, with the same decisions.
+	r := req("default", true, "reg.io/team/app:v1", "nginx:1", "reg.io/team/app:v2")
+	want := e.Evaluate(context.Background(), r)
+	got, ok := e.EvaluateCached(r)
+	if !ok {
+		t.Fatal("EvaluateCached declined a warm request")
+	}
+	if len(got.Decisions) != len(want.Decisions) {
+		t.Fatalf("decisions: %+v vs %+v", got.Decisions, want.Decisions)
+	}
+	for i := range want.Decisions {
+		g, w := got.Decisions[i], want.Decisions[i]
+		if g.Allowed != w.Allowed || g.Pin != w.Pin || g.Digest != w.Digest || g.Reason != w.Reason || g.Rule != w.Rule {
+			t.Errorf("cached decision %+v, evaluated %+v", g, w)
+		}
+	}
+	if calls := dct.calls.Load(); calls != 2 {
+		t.Fatalf("verifier calls = %d, want 2 (v1 and v2 once each)", calls)
+	}
+}

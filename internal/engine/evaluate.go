@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,7 +90,8 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) Report {
 		}
 	}
 	if len(rep.Decisions) == 1 {
-		rep.Decisions[0] = e.decide(ctx, p, req, rep.Decisions[0].Image)
+		rep.Decisions[0], _ = e.decide(ctx, p, req, rep.Decisions[0].Image, nil)
+		e.count(rep.Decisions[0])
 		return rep
 	}
 	sem := make(chan struct{}, e.parallel)
@@ -100,19 +102,61 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) Report {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			rep.Decisions[i] = e.decide(ctx, p, req, rep.Decisions[i].Image)
+			rep.Decisions[i], _ = e.decide(ctx, p, req, rep.Decisions[i].Image, nil)
+			e.count(rep.Decisions[i])
 		}()
 	}
 	wg.Wait()
 	return rep
 }
 
-func (e *Engine) decide(ctx context.Context, p *policy.Policy, req Request, img string) Decision {
-	d := Decision{Image: img}
+// errNotCached is what a cached-only evaluation meets where it would have
+// to verify or resolve.
+var errNotCached = errors.New("not cached")
+
+// cachedOnly makes decide answer from memory or not at all.
+type cachedOnly struct{ hits int }
+
+// EvaluateCached decides req without blocking when it can: the namespace is
+// exempt, or every image is decided by the policy alone or by cached
+// verifications and digests. It never touches the network nor waits for a
+// verification in flight; ok is false when Evaluate is needed. The webhook
+// asks it first, on the request's own goroutine (admission.CachedEvaluator).
+func (e *Engine) EvaluateCached(req Request) (Report, bool) {
+	p := e.pol.Load()
+	rep := Report{Mode: p.Mode}
+	if p.Exempt(req.Namespace) {
+		rep.Exempt = true
+		return rep, true
+	}
+	co := &cachedOnly{}
+	for i, img := range req.Images {
+		if slices.Contains(req.Images[:i], img) {
+			continue
+		}
+		d, ok := e.decide(context.Background(), p, req, img, co)
+		if !ok {
+			return Report{}, false
+		}
+		rep.Decisions = append(rep.Decisions, d)
+	}
+	for _, d := range rep.Decisions {
+		e.count(d)
+	}
+	if e.metrics != nil && co.hits > 0 {
+		e.metrics.CacheLookups.WithLabelValues("hit").Add(float64(co.hits))
+	}
+	return rep, true
+}
+
+// decide judges one image. With co set it only answers from memory, and ok
+// is false where it would have to verify or resolve.
+func (e *Engine) decide(ctx context.Context, p *policy.Policy, req Request, img string, co *cachedOnly) (d Decision, ok bool) {
+	d = Decision{Image: img}
 	ref, err := e.parse(img)
 	if err != nil {
 		d.Action, d.Reason = "deny", err.Error()
-		return e.count(d)
+		return d, true
 	}
 	d.Ref = ref
 	rule := p.Match(ref, req.Namespace)
@@ -124,36 +168,42 @@ func (e *Engine) decide(ctx context.Context, p *policy.Policy, req Request, img 
 		} else {
 			d.Reason = fmt.Sprintf("no rule matches %s; the policy denies unmatched images", ref.Repository())
 		}
-		return e.count(d)
+		return d, true
 	}
 	d.Rule, d.Action = rule.Name, string(rule.Action)
 	switch rule.Action {
 	case policy.ActionDeny:
 		d.Reason = "the rule denies these images"
-		return e.count(d)
+		return d, true
 	case policy.ActionAllow:
 		d.Allowed, d.Reason, d.Digest = true, "the rule allows these images without verification", ref.Digest()
 	default:
-		res, err := e.verifyAll(ctx, p, rule, ref)
+		res, err := e.verifyAll(ctx, p, rule, ref, co)
+		if errors.Is(err, errNotCached) {
+			return d, false
+		}
 		if err != nil {
 			d.Reason = err.Error()
-			return e.count(d)
+			return d, true
 		}
 		d.Allowed, d.Digest, d.Signers, d.Reason, d.Cached = true, res.digest, res.signers, res.reason, res.cached
 	}
 	if req.Pin && rule.PinDigest && ref.Digest() == "" {
 		if d.Digest == "" {
-			dg, err := e.resolve(ctx, p, ref, resolve.Auth{Namespace: req.Namespace, ServiceAccount: req.ServiceAccount, PullSecrets: req.PullSecrets})
+			dg, err := e.resolve(ctx, p, ref, resolve.Auth{Namespace: req.Namespace, ServiceAccount: req.ServiceAccount, PullSecrets: req.PullSecrets}, co)
+			if errors.Is(err, errNotCached) {
+				return d, false
+			}
 			if err != nil {
 				d.Allowed = false
 				d.Reason = fmt.Sprintf("%s, but its digest could not be resolved for pinning: %v", d.Reason, err)
-				return e.count(d)
+				return d, true
 			}
 			d.Digest = dg
 		}
 		d.Pin = ref.WithDigest(d.Digest).String()
 	}
-	return e.count(d)
+	return d, true
 }
 
 // parse is imageref.Parse, remembered: a rollout sends the same strings
@@ -168,7 +218,7 @@ func (e *Engine) parse(img string) (imageref.Ref, error) {
 	return ref, err
 }
 
-func (e *Engine) count(d Decision) Decision {
+func (e *Engine) count(d Decision) {
 	if e.metrics != nil {
 		res := "deny"
 		if d.Allowed {
@@ -176,7 +226,6 @@ func (e *Engine) count(d Decision) Decision {
 		}
 		e.metrics.Decisions.WithLabelValues(d.Rule, res).Inc()
 	}
-	return d
 }
 
 type combined struct {
@@ -189,12 +238,15 @@ type combined struct {
 // verifyAll applies the rule's verifiers: all must pass (require: all) or
 // the first to pass wins (require: any). Verifiers that prove digests must
 // agree with each other and with a digest in the reference.
-func (e *Engine) verifyAll(ctx context.Context, p *policy.Policy, rule *policy.Rule, ref imageref.Ref) (combined, error) {
+func (e *Engine) verifyAll(ctx context.Context, p *policy.Policy, rule *policy.Rule, ref imageref.Ref, co *cachedOnly) (combined, error) {
 	var out combined
 	var failures []string
 	out.cached = true
 	for _, v := range rule.Verifiers {
-		res, src, err := e.verifyOne(ctx, p, v, ref)
+		res, src, err := e.verifyOne(ctx, p, v, ref, co)
+		if errors.Is(err, errNotCached) {
+			return combined{}, err
+		}
 		if src != cache.Hit {
 			out.cached = false
 		}
@@ -237,8 +289,16 @@ func cacheKey(p *policy.Policy, verifier string, ref imageref.Ref) string {
 	return p.Generation + "|" + verifier + "|" + ref.String()
 }
 
-func (e *Engine) verifyOne(ctx context.Context, p *policy.Policy, v verify.Verifier, ref imageref.Ref) (*verify.Result, cache.Source, error) {
+func (e *Engine) verifyOne(ctx context.Context, p *policy.Policy, v verify.Verifier, ref imageref.Ref, co *cachedOnly) (*verify.Result, cache.Source, error) {
 	key := cacheKey(p, v.Name(), ref)
+	if co != nil {
+		out, ok := e.results.Get(key)
+		if !ok {
+			return nil, cache.Miss, errNotCached
+		}
+		co.hits++
+		return out.Value, cache.Hit, out.Err
+	}
 	deadline := p.Settings.Deadline
 	out, src := e.results.Do(ctx, key,
 		func() (context.Context, context.CancelFunc) {
@@ -304,7 +364,7 @@ func resultLabel(err error) string {
 	}
 }
 
-func (e *Engine) resolve(ctx context.Context, p *policy.Policy, ref imageref.Ref, auth resolve.Auth) (string, error) {
+func (e *Engine) resolve(ctx context.Context, p *policy.Policy, ref imageref.Ref, auth resolve.Auth, co *cachedOnly) (string, error) {
 	if e.resolver == nil {
 		return "", errors.New("no registry resolver configured")
 	}
@@ -312,6 +372,13 @@ func (e *Engine) resolve(ctx context.Context, p *policy.Policy, ref imageref.Ref
 	// Credentials differ per namespace and pod: what one pod's secrets can
 	// see must not answer for another's.
 	key := p.Generation + "|resolve|" + ref.String() + "|" + auth.Namespace + "|" + auth.ServiceAccount + "|" + strings.Join(auth.PullSecrets, ",")
+	if co != nil {
+		out, ok := e.resolved.Get(key)
+		if !ok {
+			return "", errNotCached
+		}
+		return out.Value, out.Err
+	}
 	out, _ := e.resolved.Do(ctx, key,
 		func() (context.Context, context.CancelFunc) {
 			return context.WithTimeout(context.Background(), deadline)

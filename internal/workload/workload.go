@@ -87,22 +87,44 @@ func (o *Object) Deleting() bool { return o.DeletionTimestamp != nil }
 // part of the key (the API server converts to the version the webhook asked
 // for).
 type kindInfo struct {
-	path   []string
+	// prefix is the JSON pointer of the pod spec within the object.
+	prefix string
+	// decode reads an object of this kind alone: only this kind's location
+	// is declared, so nothing elsewhere in the object can make it fail.
 	decode func(raw []byte) (objectMeta, *podSpec, error)
+	// pick chooses this kind's location in Fields, which declares them all.
+	pick func(s *anySpec) *podSpec
 }
 
 var kinds = map[schema.GroupKind]kindInfo{
-	{Group: "", Kind: "Pod"}:                   {[]string{"spec"}, decodePod},
-	{Group: "", Kind: "ReplicationController"}: {templatePath, decodeTemplate},
-	{Group: "apps", Kind: "Deployment"}:        {templatePath, decodeTemplate},
-	{Group: "apps", Kind: "ReplicaSet"}:        {templatePath, decodeTemplate},
-	{Group: "apps", Kind: "StatefulSet"}:       {templatePath, decodeTemplate},
-	{Group: "apps", Kind: "DaemonSet"}:         {templatePath, decodeTemplate},
-	{Group: "batch", Kind: "Job"}:              {templatePath, decodeTemplate},
-	{Group: "batch", Kind: "CronJob"}:          {[]string{"spec", "jobTemplate", "spec", "template", "spec"}, decodeCronJob},
+	{Group: "", Kind: "Pod"}:                   atSpec,
+	{Group: "", Kind: "ReplicationController"}: atTemplate,
+	{Group: "apps", Kind: "Deployment"}:        atTemplate,
+	{Group: "apps", Kind: "ReplicaSet"}:        atTemplate,
+	{Group: "apps", Kind: "StatefulSet"}:       atTemplate,
+	{Group: "apps", Kind: "DaemonSet"}:         atTemplate,
+	{Group: "batch", Kind: "Job"}:              atTemplate,
+	{Group: "batch", Kind: "CronJob"}:          atJobTemplate,
 }
 
-var templatePath = []string{"spec", "template", "spec"}
+// The three places a judged kind keeps its pod spec.
+var (
+	atSpec = kindInfo{
+		prefix: pointer([]string{"spec"}),
+		decode: decodeKind((*podSpec).pod),
+		pick:   func(s *anySpec) *podSpec { return s.podSpec.pod() },
+	}
+	atTemplate = kindInfo{
+		prefix: pointer([]string{"spec", "template", "spec"}),
+		decode: decodeKind((*templateSpec).pod),
+		pick:   func(s *anySpec) *podSpec { return s.templateSpec.pod() },
+	}
+	atJobTemplate = kindInfo{
+		prefix: pointer([]string{"spec", "jobTemplate", "spec", "template", "spec"}),
+		decode: decodeKind((*cronJobSpec).pod),
+		pick:   func(s *anySpec) *podSpec { return s.cronJobSpec.pod() },
+	}
+)
 
 // objectMeta holds the metadata fields trustgate reads.
 type objectMeta struct {
@@ -116,7 +138,8 @@ type objectMeta struct {
 
 // podSpec and container hold only what trustgate reads; decoding just these
 // keeps Extract fast (one pass over the object) and tolerant of fields it
-// does not care about, newer API fields included.
+// does not care about, newer API fields included. podSpec is also a Pod's
+// spec.
 type podSpec struct {
 	ServiceAccountName string `json:"serviceAccountName"`
 	ImagePullSecrets   []struct {
@@ -127,6 +150,8 @@ type podSpec struct {
 	EphemeralContainers []container `json:"ephemeralContainers"`
 }
 
+func (s *podSpec) pod() *podSpec { return s }
+
 type container struct {
 	Name  string `json:"name"`
 	Image string `json:"image"`
@@ -136,12 +161,49 @@ type withPodSpec struct {
 	Spec *podSpec `json:"spec"`
 }
 
-// unmarshal decodes JSON the way the API server does: field names are
+// templateSpec is the spec of the kinds with a pod template (Deployment,
+// Job, …), and of a CronJob's job template.
+type templateSpec struct {
+	Template *withPodSpec `json:"template"`
+}
+
+func (s *templateSpec) pod() *podSpec {
+	if s == nil || s.Template == nil {
+		return nil
+	}
+	return s.Template.Spec
+}
+
+// cronJobSpec is a CronJob's spec.
+type cronJobSpec struct {
+	JobTemplate *struct {
+		Spec *templateSpec `json:"spec"`
+	} `json:"jobTemplate"`
+}
+
+func (s *cronJobSpec) pod() *podSpec {
+	if s.JobTemplate == nil {
+		return nil
+	}
+	return s.JobTemplate.Spec.pod()
+}
+
+// anySpec declares the spec of every judged kind at once (the embedded
+// structs' fields are promoted, and their JSON names do not collide), so an
+// object can be decoded before its kind is looked at; kindInfo.pick then
+// reads the one location that kind's objects keep their pod spec in.
+type anySpec struct {
+	podSpec
+	templateSpec
+	cronJobSpec
+}
+
+// Unmarshal decodes JSON the way the API server does: field names are
 // case-sensitive ("Image" is not "image") and a duplicated field is an error
 // rather than last-one-wins, so no spelling can hide an image from us that
 // Kubernetes would run. Unknown fields are fine: only what trustgate reads is
-// declared.
-func unmarshal(raw []byte, v any) error {
+// declared. Documents that embed Fields must be decoded with it.
+func Unmarshal(raw []byte, v any) error {
 	strictErrs, err := kjson.UnmarshalStrict(raw, v, kjson.DisallowDuplicateFields)
 	if err != nil {
 		return err
@@ -149,49 +211,52 @@ func unmarshal(raw []byte, v any) error {
 	return errors.Join(strictErrs...)
 }
 
-func decodePod(raw []byte) (objectMeta, *podSpec, error) {
-	var o struct {
-		Metadata objectMeta `json:"metadata"`
-		Spec     *podSpec   `json:"spec"`
+// decodeKind returns the decoder of the kinds whose spec is an S, with pick
+// finding the pod spec in it.
+func decodeKind[S any](pick func(*S) *podSpec) func(raw []byte) (objectMeta, *podSpec, error) {
+	return func(raw []byte) (objectMeta, *podSpec, error) {
+		var o struct {
+			Metadata objectMeta `json:"metadata"`
+			Spec     *S         `json:"spec"`
+		}
+		if err := Unmarshal(raw, &o); err != nil || o.Spec == nil {
+			return o.Metadata, nil, err
+		}
+		return o.Metadata, pick(o.Spec), nil
 	}
-	err := unmarshal(raw, &o)
-	return o.Metadata, o.Spec, err
 }
 
-func decodeTemplate(raw []byte) (objectMeta, *podSpec, error) {
-	var o struct {
-		Metadata objectMeta `json:"metadata"`
-		Spec     *struct {
-			Template *withPodSpec `json:"template"`
-		} `json:"spec"`
-	}
-	if err := unmarshal(raw, &o); err != nil {
-		return o.Metadata, nil, err
-	}
-	if o.Spec == nil || o.Spec.Template == nil {
-		return o.Metadata, nil, nil
-	}
-	return o.Metadata, o.Spec.Template.Spec, nil
+// Fields is what trustgate reads of an object of any judged kind: its
+// metadata and the pod spec at every location a judged kind keeps one
+// (spec, spec.template.spec, spec.jobTemplate.spec.template.spec). It lets
+// a caller decode an object in the same pass as the document around it (the
+// webhook decodes a whole AdmissionReview at once) and choose the location
+// by kind afterwards, with Object.
+//
+// The fields are exported only for the decoder. Decode with Unmarshal: a
+// Fields is meaningful only if that whole decode succeeded. When it fails,
+// fall back to Extract on the object's bytes: Fields declares every
+// location, so a field of the wrong type where the kind keeps no pod spec
+// fails Fields but not Extract, and Extract's error names the kind.
+type Fields struct {
+	Metadata objectMeta `json:"metadata"`
+	Spec     *anySpec   `json:"spec"`
 }
 
-func decodeCronJob(raw []byte) (objectMeta, *podSpec, error) {
-	var o struct {
-		Metadata objectMeta `json:"metadata"`
-		Spec     *struct {
-			JobTemplate *struct {
-				Spec *struct {
-					Template *withPodSpec `json:"template"`
-				} `json:"spec"`
-			} `json:"jobTemplate"`
-		} `json:"spec"`
+// Object returns what Extract(gk, subresource, raw) returns for the raw
+// object f was decoded from: nil when the kind is not judged, else the
+// metadata and the containers at the location of kind gk. Containers
+// anywhere else are ignored, as the API server ignores (drops) them.
+func (f *Fields) Object(gk schema.GroupKind, subresource string) *Object {
+	if !Judged(gk, subresource) {
+		return nil
 	}
-	if err := unmarshal(raw, &o); err != nil {
-		return o.Metadata, nil, err
+	info := kinds[gk]
+	var spec *podSpec
+	if f.Spec != nil {
+		spec = info.pick(f.Spec)
 	}
-	if o.Spec == nil || o.Spec.JobTemplate == nil || o.Spec.JobTemplate.Spec == nil || o.Spec.JobTemplate.Spec.Template == nil {
-		return o.Metadata, nil, nil
-	}
-	return o.Metadata, o.Spec.JobTemplate.Spec.Template.Spec, nil
+	return newObject(gk, f.Metadata, spec, info.prefix)
 }
 
 // Judged reports whether objects of kind gk, reached through subresource
@@ -224,6 +289,13 @@ func Extract(gk schema.GroupKind, subresource string, raw []byte) (*Object, erro
 	if err != nil {
 		return nil, fmt.Errorf("%w: decode %s: %v", ErrMalformed, gk.String(), err)
 	}
+	return newObject(gk, meta, spec, info.prefix), nil
+}
+
+// newObject lists the images of spec, the pod spec at prefix (a JSON
+// pointer) of an object of kind gk with metadata meta; spec is nil when the
+// object has none (yet).
+func newObject(gk schema.GroupKind, meta objectMeta, spec *podSpec, prefix string) *Object {
 	obj := &Object{
 		Kind:              gk,
 		Name:              meta.Name,
@@ -234,7 +306,7 @@ func Extract(gk schema.GroupKind, subresource string, raw []byte) (*Object, erro
 		OwnerReferences:   meta.OwnerReferences,
 	}
 	if spec == nil {
-		return obj, nil // no pod spec (yet): nothing to judge
+		return obj // no pod spec (yet): nothing to judge
 	}
 	obj.ServiceAccount = spec.ServiceAccountName
 	for _, ps := range spec.ImagePullSecrets {
@@ -242,11 +314,10 @@ func Extract(gk schema.GroupKind, subresource string, raw []byte) (*Object, erro
 			obj.PullSecrets = append(obj.PullSecrets, ps.Name)
 		}
 	}
-	prefix := pointer(info.path)
 	obj.Containers = appendContainers(obj.Containers, prefix+"/containers", KindContainer, spec.Containers)
 	obj.Containers = appendContainers(obj.Containers, prefix+"/initContainers", KindInitContainer, spec.InitContainers)
 	obj.Containers = appendContainers(obj.Containers, prefix+"/ephemeralContainers", KindEphemeralContainer, spec.EphemeralContainers)
-	return obj, nil
+	return obj
 }
 
 func appendContainers(dst []Container, prefix, kind string, cs []container) []Container {
@@ -277,5 +348,12 @@ func pointer(keys []string) string {
 // EscapePointer escapes one JSON pointer reference token (RFC 6901 §3):
 // "~" becomes "~0" and "/" becomes "~1".
 func EscapePointer(token string) string {
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(token)
+	if !strings.ContainsAny(token, "~/") {
+		return token
+	}
+	return pointerEscaper.Replace(token)
 }
+
+// pointerEscaper is built once: a Replacer is safe for concurrent use, and
+// building one per call cost more than the replacing.
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")

@@ -53,7 +53,9 @@ func BenchmarkVerifyWarm(b *testing.B) {
 
 // BenchmarkVerifyCold measures a first lookup by a new verifier: TLS
 // handshake, root, timestamp, snapshot, targets and targets/releases
-// fetched and verified.
+// fetched and verified. A new verifier knows nothing of the server yet, so
+// it fetches one file at a time (see mayParallelize); BenchmarkVerifyColdRepo
+// measures the cold lookup of a running verifier.
 func BenchmarkVerifyCold(b *testing.B) {
 	srv, cfg := benchRepo(b)
 	ref := imageref.MustParse(testGUN + ":v42")
@@ -102,5 +104,54 @@ func BenchmarkVerifyRefresh(b *testing.B) {
 	b.StopTimer()
 	if n := srv.Requests(); n != b.N {
 		b.Fatalf("%d refreshing lookups sent %d requests, want %d", b.N, n, b.N)
+	}
+}
+
+// BenchmarkVerifyColdRepo measures the first lookup of a repository by a
+// running verifier: its connections are open (as in a webhook that has
+// verified other images), the repository's metadata is not held. In
+// parallel, root, timestamp and snapshot, then targets and
+// targets/releases travel together: two round trips for the five
+// requests; sequential (the verifier's parallel fetching switched off) is
+// the five round trips of before, for comparison in the same run. The rtt
+// cases add a server delay per request, as a network would.
+func BenchmarkVerifyColdRepo(b *testing.B) {
+	for _, rtt := range []time.Duration{0, 2 * time.Millisecond} {
+		for _, mode := range []string{"sequential", "parallel"} {
+			b.Run(fmt.Sprintf("rtt=%v/%s", rtt, mode), func(b *testing.B) {
+				srv, cfg := benchRepo(b)
+				v, err := New("bench", cfg, verify.Deps{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if mode == "sequential" {
+					v.fetch.seen = nil
+				}
+				ref := imageref.MustParse(testGUN + ":v42")
+				ctx := context.Background()
+				// The first refresh of the process, and a second that opens
+				// the connections the parallel requests use.
+				for i := 0; i < 2; i++ {
+					forget(v, testGUN)
+					if _, err := v.Verify(ctx, ref); err != nil {
+						b.Fatal(err)
+					}
+				}
+				srv.SetDelay(rtt)
+				srv.ResetCounts()
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					forget(v, testGUN)
+					if _, err := v.Verify(ctx, ref); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				if n := srv.Requests(); n != 5*b.N {
+					b.Fatalf("%d cold lookups sent %d requests, want %d", b.N, n, 5*b.N)
+				}
+			})
+		}
 	}
 }

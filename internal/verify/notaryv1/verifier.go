@@ -70,6 +70,8 @@ func New(name string, cfg Config, deps verify.Deps, opts ...Option) (*Verifier, 
 	if timeout <= 0 {
 		timeout = DefaultRequestTimeout
 	}
+	traits := new(serverTraits)
+	client.Transport = &traitWatch{next: client.Transport, t: traits}
 	v := &Verifier{
 		name: name,
 		cfg:  s,
@@ -77,6 +79,7 @@ func New(name string, cfg Config, deps verify.Deps, opts ...Option) (*Verifier, 
 			base:       trimServer(s.server.String()),
 			auth:       credentials.NewAuthenticator(client, s.creds, o.now),
 			reqTimeout: timeout,
+			seen:       traits,
 		},
 		now:       o.now,
 		freshness: o.freshness,

@@ -1,0 +1,328 @@
+package notaryv1
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/pem"
+	"maps"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/trustgate-dev/trustgate/internal/testing/notaryfake"
+	"github.com/trustgate-dev/trustgate/internal/verify"
+	"github.com/trustgate-dev/trustgate/internal/verify/credentials"
+	"github.com/trustgate-dev/trustgate/internal/verify/notaryv1/tuf"
+)
+
+// warmGUN is a second repository a test verifies first, so the verifier has
+// talked to the server (learnt it answers without a challenge, opened its
+// connection) before the cold verification under test, as a running
+// webhook has.
+const warmGUN = "registry.example.com/demo/warmup"
+
+// twoRepos publishes warmGUN:v1 in targets and testGUN:v1 in
+// targets/releases, and returns a config pinning both root keys.
+func twoRepos(t *testing.T, srv *notaryfake.Server) (*notaryfake.Repo, Config) {
+	t.Helper()
+	warm := srv.NewRepo(warmGUN)
+	warm.AddTarget("targets", "v1", digestOf("warm"), 10)
+	warm.Publish()
+	repo := srv.NewRepo(testGUN)
+	repo.AddDelegation("targets/releases", "ecdsa", "")
+	repo.AddTarget("targets/releases", "v1", digestOf("a"), 10)
+	repo.Publish()
+	return repo, Config{RootKeys: []string{warm.RootKey().PublicPEM(), repo.RootKey().PublicPEM()}}
+}
+
+// TestColdVerificationRoundTrips checks that a cold verification sends its
+// five requests in two sequential round trips: root.json with
+// timestamp.json and snapshot.json, then targets.json with
+// targets/releases.json. The delay is large so that scheduling noise on a
+// loaded machine stays well inside the slack: three round trips would take
+// 3×delay, above the 2.5×delay limit (sequential fetching took 5×delay).
+func TestColdVerificationRoundTrips(t *testing.T) {
+	const delay = 200 * time.Millisecond
+	srv := notaryfake.New(t)
+	_, cfg := twoRepos(t, srv)
+	v := newTestVerifier(t, srv, cfg)
+	if _, err := verifyRef(t, v, warmGUN+":v1"); err != nil {
+		t.Fatalf("warm-up Verify: %v", err)
+	}
+	srv.SetDelay(delay)
+	srv.ResetCounts()
+	start := time.Now()
+	res, err := verifyRef(t, v, testGUN+":v1")
+	elapsed := time.Since(start)
+	if err != nil {
+		t.Fatalf("cold Verify: %v", err)
+	}
+	if res.Digest != digestOf("a") || len(res.Signers) != 1 || res.Signers[0] != roleReleases {
+		t.Errorf("cold Verify = %s by %v, want %s by %s", res.Digest, res.Signers, digestOf("a"), roleReleases)
+	}
+	if got := srv.Requests(); got != 5 {
+		t.Errorf("cold verification sent %d requests, want 5", got)
+	}
+	if limit := delay * 5 / 2; elapsed > limit {
+		t.Errorf("cold verification took %v with %v per request, want at most %v (2 round trips + slack)", elapsed, delay, limit)
+	}
+}
+
+// countingTransport is a transport whose dials are counted.
+func countingTransport(dials *atomic.Int64) *http.Transport {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	return &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return d.DialContext(ctx, network, addr)
+		},
+	}
+}
+
+// forget drops what v holds about gun, so its next lookup is cold again
+// while the connection pool stays.
+func forget(v *Verifier, gun string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.guns, gun)
+}
+
+// TestConnectionReuse checks what parallel fetches do to the connection
+// pool over HTTP/1.1 (the fake server does not speak HTTP/2): the first
+// verification of the process keeps to one connection; the next ones open
+// about one per request of their widest round (root, timestamp and
+// snapshot: three), which the pool then keeps, so further cold
+// verifications open none. One extra dial is tolerated per step: Go's
+// transport dials when a request comes just before a connection is back
+// in the pool, and keeps the result.
+func TestConnectionReuse(t *testing.T) {
+	srv := notaryfake.New(t)
+	_, cfg := twoRepos(t, srv)
+	cfg.Server, cfg.CAFile = srv.URL(), srv.CAFile(t)
+	var dials atomic.Int64
+	v, err := New("test", cfg, verify.Deps{RequestTimeout: 2 * time.Second, Transport: countingTransport(&dials)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name     string
+		ref      string
+		repeat   int
+		maxDials int64 // connections opened during the step
+		requests int   // per verification
+	}{
+		{name: "first verification of the process", ref: warmGUN + ":v1", repeat: 1, maxDials: 1, requests: 4},
+		{name: "parallel cold verifications", ref: testGUN + ":v1", repeat: 10, maxDials: 4, requests: 5},
+		{name: "more parallel cold verifications", ref: testGUN + ":v1", repeat: 20, maxDials: 1, requests: 5},
+	}
+	for _, st := range steps {
+		before := dials.Load()
+		for i := 0; i < st.repeat; i++ {
+			forget(v, testGUN)
+			srv.ResetCounts()
+			if _, err := verifyRef(t, v, st.ref); err != nil {
+				t.Fatalf("%s: Verify(%s): %v", st.name, st.ref, err)
+			}
+			if got := srv.Requests(); got != st.requests {
+				t.Errorf("%s: %d requests, want %d", st.name, got, st.requests)
+			}
+		}
+		if got := dials.Load() - before; got > st.maxDials {
+			t.Errorf("%s: %d connections opened, want at most %d", st.name, got, st.maxDials)
+		}
+	}
+}
+
+// TestParallelFetchKeepsTUFOrder checks that files downloaded together are
+// still verified in TUF order: the failure reported is that of the first
+// file in the chain, whatever the files fetched alongside it hold.
+func TestParallelFetchKeepsTUFOrder(t *testing.T) {
+	tests := []struct {
+		name    string
+		setup   func(repo *notaryfake.Repo, cfg *Config)
+		wantErr []string
+	}{
+		{
+			name: "unpinned root with a garbage timestamp",
+			setup: func(repo *notaryfake.Repo, cfg *Config) {
+				cfg.RootKeys = cfg.RootKeys[:1] // only warmGUN's key
+				repo.Serve("timestamp", []byte("not json"))
+			},
+			wantErr: []string{"root of " + testGUN + " is not signed by a key in rootKeys"},
+		},
+		{
+			name: "expired targets with a garbage delegation",
+			setup: func(repo *notaryfake.Repo, _ *Config) {
+				repo.SetExpires("targets", time.Now().Add(-time.Hour))
+				repo.Publish()
+				repo.Serve("targets/releases", []byte("not json"))
+			},
+			wantErr: []string{"targets of " + testGUN + " expired"},
+		},
+		{
+			name: "snapshot not matching the timestamp",
+			setup: func(repo *notaryfake.Repo, _ *Config) {
+				repo.Serve("snapshot", []byte(`{"signed":{},"signatures":[]}`))
+			},
+			wantErr: []string{"snapshot of " + testGUN + " does not match its signed hash"},
+		},
+		{
+			name: "delegation not matching the snapshot",
+			setup: func(repo *notaryfake.Repo, _ *Config) {
+				repo.Serve("targets/releases", []byte(`{"signed":{},"signatures":[]}`))
+			},
+			wantErr: []string{"targets/releases of " + testGUN + " does not match its signed hash"},
+		},
+		{
+			name: "delegation listed but missing",
+			setup: func(repo *notaryfake.Repo, _ *Config) {
+				repo.Delete("targets/releases")
+			},
+			wantErr: []string{"targets/releases of " + testGUN + " is listed in the snapshot but missing"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := notaryfake.New(t)
+			repo, cfg := twoRepos(t, srv)
+			tc.setup(repo, &cfg)
+			v := newTestVerifier(t, srv, cfg)
+			if _, err := verifyRef(t, v, warmGUN+":v1"); err != nil {
+				t.Fatalf("warm-up Verify: %v", err)
+			}
+			_, err := verifyRef(t, v, testGUN+":v1")
+			wantErr(t, err, verify.ErrUntrusted, tc.wantErr...)
+		})
+	}
+}
+
+// TestHTTP2SharesOneConnection puts an HTTP/2 proxy in front of the fake
+// server (which speaks HTTP/1.1 only), as the real notary server is often
+// reached: parallel requests then share one connection, from the first
+// verification on.
+func TestHTTP2SharesOneConnection(t *testing.T) {
+	srv := notaryfake.New(t)
+	_, cfg := twoRepos(t, srv)
+	upstream, err := url.Parse(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(upstream)
+	rp.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: srv.CertPool(), MinVersion: tls.VersionTLS12}}
+	front := httptest.NewUnstartedServer(rp)
+	front.EnableHTTP2 = true
+	front.StartTLS()
+	t.Cleanup(front.Close)
+	caFile := filepath.Join(t.TempDir(), "front-ca.crt")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: front.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Server, cfg.CAFile = front.URL, caFile
+	var dials atomic.Int64
+	base := countingTransport(&dials)
+	base.ForceAttemptHTTP2 = true
+	v, err := New("test", cfg, verify.Deps{RequestTimeout: 2 * time.Second, Transport: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{warmGUN + ":v1", testGUN + ":v1"} {
+		srv.ResetCounts()
+		if _, err := verifyRef(t, v, ref); err != nil {
+			t.Fatalf("Verify(%s): %v", ref, err)
+		}
+		if got, want := srv.Requests(), map[bool]int{true: 4, false: 5}[ref == warmGUN+":v1"]; got != want {
+			t.Errorf("%s: %d requests, want %d", ref, got, want)
+		}
+	}
+	if !v.fetch.seen.h2.Load() {
+		t.Error("answers did not come over HTTP/2")
+	}
+	if got := dials.Load(); got != 1 {
+		t.Errorf("%d connections opened, want 1 (HTTP/2 multiplexes the parallel requests)", got)
+	}
+}
+
+// TestChallengingServerStaysSequentialAtFirst checks that against a server
+// that asks for a token (one per repository), the first requests for a new
+// repository are not sent together: each would draw its own 401 and token
+// fetch. Once the token is cached, targets and its delegation still travel
+// together.
+func TestChallengingServerStaysSequentialAtFirst(t *testing.T) {
+	srv := notaryfake.New(t, notaryfake.WithTokenAuth("alice", "s3cret"))
+	_, cfg := twoRepos(t, srv)
+	cfg.Credentials = &credentials.Config{UsernameEnv: "NOTARY_USER", PasswordEnv: "NOTARY_PASS"}
+	env := map[string]string{"NOTARY_USER": "alice", "NOTARY_PASS": "s3cret"}
+	v := newTestVerifier(t, srv, cfg, WithGetenv(func(k string) string { return env[k] }))
+	if _, err := verifyRef(t, v, warmGUN+":v1"); err != nil {
+		t.Fatalf("warm-up Verify: %v", err)
+	}
+	srv.ResetCounts()
+	if _, err := verifyRef(t, v, testGUN+":v1"); err != nil {
+		t.Fatalf("cold Verify: %v", err)
+	}
+	if got := srv.TokenRequests(); got != 1 {
+		t.Errorf("%d token requests for a new repository, want 1", got)
+	}
+	// root.json twice (401, then with the token), then the other four.
+	if got := srv.Requests(); got != 6 {
+		t.Errorf("%d metadata requests, want 6", got)
+	}
+}
+
+// TestReusable checks the rule deciding, before any download, which
+// targets files a refresh may keep: the same file under an unchanged chain
+// of parents. It must agree with loadTargets, or a file would be fetched
+// twice or, worse, kept under changed keys.
+func TestReusable(t *testing.T) {
+	meta := func(s string) tuf.FileMeta { return tuf.MetaOf([]byte(s)) }
+	old := &trustData{roles: map[string]*roleData{
+		"targets":          {meta: meta("t1")},
+		"targets/a":        {meta: meta("a1")},
+		"targets/a/b":      {meta: meta("b1")},
+		"targets/releases": {meta: meta("r1")},
+	}}
+	snap := func(files map[string]string) *tuf.Snapshot {
+		s := &tuf.Snapshot{Meta: map[string]tuf.FileMeta{}}
+		for name, body := range files {
+			s.Meta[name] = meta(body)
+		}
+		return s
+	}
+	unchanged := map[string]string{"targets": "t1", "targets/a": "a1", "targets/a/b": "b1", "targets/releases": "r1"}
+	with := func(name, body string) map[string]string {
+		m := maps.Clone(unchanged)
+		m[name] = body
+		return m
+	}
+	tests := []struct {
+		name  string
+		old   *trustData
+		files map[string]string
+		role  string
+		want  bool
+	}{
+		{"nothing held", nil, unchanged, "targets", false},
+		{"targets unchanged", old, unchanged, "targets", true},
+		{"delegation unchanged", old, unchanged, "targets/a/b", true},
+		{"targets changed", old, with("targets", "t2"), "targets", false},
+		{"parent changed, delegation the same", old, with("targets", "t2"), "targets/releases", false},
+		{"parent delegation changed", old, with("targets/a", "a2"), "targets/a/b", false},
+		{"sibling changed", old, with("targets/releases", "r2"), "targets/a/b", true},
+		{"delegation changed", old, with("targets/releases", "r2"), "targets/releases", false},
+		{"not held before", old, with("targets/ci", "c1"), "targets/ci", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := reusable(tc.old, snap(tc.files), tc.role); got != tc.want {
+				t.Errorf("reusable(%s) = %v, want %v", tc.role, got, tc.want)
+			}
+		})
+	}
+}
