@@ -256,7 +256,9 @@ func TestDeadline(t *testing.T) {
 func TestEvaluateCached(t *testing.T) {
 	dct := &tableVerifier{name: "dct", signed: map[string]string{"reg.io/team/app:v1": dA}}
 	e := New(newPolicy(t, basePolicy, dct, &tableVerifier{name: "cosign"}), WithResolver(fixedResolver{"docker.io/library/nginx:1": dB}))
-	req := func(ns string, pin bool, imgs ...string) Request { return Request{Namespace: ns, Images: imgs, Pin: pin} }
+	req := func(ns string, pin bool, imgs ...string) Request {
+		return Request{Namespace: ns, Images: imgs, Pin: pin}
+	}
 
 	// Decided by the policy alone: no verification needed.
 	for _, r := range []Request{req("kube-system", true, "evil.io/x"), req("default", false, "evil.io/x", "reg.io/banned/x:1", "UPPER/x", "nginx:1")} {
