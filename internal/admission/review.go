@@ -51,17 +51,17 @@ func (w *Webhook) review(ctx context.Context, req *decodedReview) (*admissionv1.
 	}
 	judged := obj.Containers
 	if req.Operation == admissionv1.Update {
-		// Finalizer removal and other updates of an object on its way out
-		// must never be blocked by an image verdict.
-		if obj.Deleting() {
-			return allow, nil
-		}
 		if req.oldObject.present() {
 			old, err := req.oldObject.extract(gk, req.SubResource)
 			if err != nil {
 				return nil, badRequest("request.oldObject: %v", err)
 			}
+			// Finalizer removal and other updates that change no image are
+			// never blocked, also for objects on their way out; an image
+			// changed on a terminating object is still judged.
 			judged = changedContainers(obj.Containers, old.Containers)
+		} else if obj.Deleting() {
+			return allow, nil
 		}
 	}
 	if len(judged) == 0 {
