@@ -19,7 +19,9 @@ const maxDepth = 64
 
 // Canonical re-encodes a JSON value the way Notary signs it (docker/go's
 // canonical/json): object keys sorted byte-wise, no whitespace, strings
-// escaping only `"` and `\`, integers only (floats are refused).
+// escaping only `"` and `\`, integers only (floats are refused). Control
+// characters are refused too: escaping only `"` and `\` leaves them raw,
+// which is not JSON, and no Notary metadata contains them.
 func Canonical(raw []byte) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
@@ -74,7 +76,11 @@ func encodeCanonical(buf *bytes.Buffer, v any, depth int) error {
 		}
 		buf.WriteByte('"')
 		for i := 0; i < len(x); i++ {
-			if c := x[i]; c == '"' || c == '\\' {
+			c := x[i]
+			if c < 0x20 {
+				return fmt.Errorf("control character %#x in a string has no canonical form", c)
+			}
+			if c == '"' || c == '\\' {
 				buf.WriteByte('\\')
 			}
 			buf.WriteByte(x[i])
