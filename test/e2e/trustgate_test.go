@@ -6,21 +6,19 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/trustgate-dev/trustgate/test/harness/kube"
+	"github.com/trustgate-dev/trustgate/test/harness/proc"
 )
 
 // instanceLabel assigns a namespace to a trustgate instance other than
@@ -42,9 +40,7 @@ type instance struct {
 	// serveArgs are extra flags of `trustgate serve` (--pull-secrets ...).
 	serveArgs []string
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc *proc.Process
 }
 
 // newInstance writes policy, makes certificates with `trustgate certs` and
@@ -73,7 +69,7 @@ func newInstance(bin, dir, name, policy string, serveArgs ...string) (*instance,
 	if in.CAPEM, err = os.ReadFile(filepath.Join(certDir, "ca.crt")); err != nil {
 		return nil, fmt.Errorf("instance %s: trustgate certs wrote no CA: %w", name, err)
 	}
-	port, err := kube.FreePort()
+	port, err := proc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -84,122 +80,66 @@ func newInstance(bin, dir, name, policy string, serveArgs ...string) (*instance,
 	return in, nil
 }
 
+// stopGrace is how long trustgate gets to shut down after SIGTERM.
+const stopGrace = 10 * time.Second
+
 // Start runs `trustgate serve` and waits for /readyz.
 func (in *instance) Start() error {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	logf, err := os.OpenFile(filepath.Join(in.dir, "trustgate.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("instance %s: log: %w", in.Name, err)
+	if in.proc == nil {
+		args := append([]string{"serve",
+			"--policy", in.policyFile,
+			"--addr", in.Addr,
+			"--tls-cert", in.certFile,
+			"--tls-key", in.keyFile}, in.serveArgs...)
+		in.proc = proc.New(proc.Spec{
+			Name:    "trustgate " + in.Name,
+			Path:    in.bin,
+			Args:    args,
+			LogFile: filepath.Join(in.dir, "trustgate.log"),
+		})
 	}
-	args := append([]string{"serve",
-		"--policy", in.policyFile,
-		"--addr", in.Addr,
-		"--tls-cert", in.certFile,
-		"--tls-key", in.keyFile}, in.serveArgs...)
-	cmd := exec.Command(in.bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("instance %s: start trustgate serve: %w", in.Name, err)
+	if err := in.proc.Start(); err != nil {
+		return fmt.Errorf("instance %s: %w", in.Name, err)
 	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(done)
-	}()
-	in.cmd, in.done = cmd, done
-
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(in.CAPEM)
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 	}}
 	defer client.CloseIdleConnections()
-	deadline := time.Now().Add(30 * time.Second)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case <-done:
-			in.cmd = nil
-			return fmt.Errorf("instance %s: trustgate serve exited: %v\n%s", in.Name, cmd.ProcessState, in.LogTail())
-		default:
-		}
-		if last = getOK(client, "https://"+in.Addr+"/readyz"); last == nil {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := in.proc.WaitReady(ctx, 100*time.Millisecond, func(ctx context.Context) error {
+		return proc.CheckHTTP(ctx, client, "https://"+in.Addr+"/readyz", nil)
+	})
+	if err != nil {
+		// Not ready in time: do not leave it running behind a failed setup.
+		_ = in.proc.Stop(0)
+		return fmt.Errorf("instance %s: %w", in.Name, err)
 	}
-	// Not ready in time: do not leave it running behind a failed setup.
-	_ = cmd.Process.Kill()
-	<-done
-	in.cmd = nil
-	return fmt.Errorf("instance %s: /readyz: %v\n%s", in.Name, last, in.LogTail())
+	return nil
 }
 
 // Stop sends SIGTERM and kills the process if it has not exited in 10s.
 func (in *instance) Stop() {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.cmd == nil {
+	if in.proc == nil {
 		return
 	}
-	_ = in.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-in.done:
-	case <-time.After(10 * time.Second):
-		_ = in.cmd.Process.Kill()
-		<-in.done
+	if err := in.proc.Stop(stopGrace); err != nil {
+		// Nothing a test can do; the next Start reports a port still held.
+		fmt.Fprintf(os.Stderr, "instance %s: %v\n", in.Name, err)
 	}
-	in.cmd = nil
 }
 
 // Running reports whether the trustgate process is up.
-func (in *instance) Running() bool {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.cmd == nil {
-		return false
-	}
-	select {
-	case <-in.done:
-		return false
-	default:
-		return true
-	}
-}
+func (in *instance) Running() bool { return in.proc != nil && in.proc.Running() }
 
-// LogTail is the end of trustgate's log, for failure messages.
+// LogTail is the end of trustgate's log (this run's), for failure messages.
 func (in *instance) LogTail() string {
-	b, err := os.ReadFile(filepath.Join(in.dir, "trustgate.log"))
-	if err != nil {
-		return "(no log)"
+	if in.proc == nil {
+		return "(not started)"
 	}
-	if len(b) > 3000 {
-		b = b[len(b)-3000:]
-	}
-	return string(b)
-}
-
-func getOK(c *http.Client, url string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return nil
+	return in.proc.LogTail(3000)
 }
 
 // register applies the webhook configurations of deploy/base/webhooks.yaml

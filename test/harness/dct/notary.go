@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/trustgate-dev/trustgate/test/harness/proc"
 )
 
 // NotaryOptions configures a notary-server.
@@ -36,8 +37,8 @@ type NotaryOptions struct {
 type NotaryServer struct {
 	ca     *CA
 	port   int
-	server *process
-	signer *process // nil with the local trust service
+	server *proc.Process
+	signer *proc.Process // nil with the local trust service
 
 	mu sync.Mutex // serialises Stop and Start
 }
@@ -100,17 +101,16 @@ func StartNotaryServer(opts NotaryOptions) (*NotaryServer, error) {
 			s.Close()
 			return nil, fmt.Errorf("start notary-server: %w", err)
 		}
-		s.server = &process{
-			name:    "notary-server",
-			bin:     serverBin,
-			args:    []string{"-config", cfgFile, "-logf", "logfmt"},
-			logFile: filepath.Join(opts.Dir, "notary-server.log"),
-		}
-		err = s.server.startErr(s.server.start(s.healthy))
+		s.server, err = startProcess(proc.Spec{
+			Name:    "notary-server",
+			Path:    serverBin,
+			Args:    []string{"-config", cfgFile, "-logf", "logfmt"},
+			LogFile: filepath.Join(opts.Dir, "notary-server.log"),
+		}, s.healthy)
 		if err == nil {
 			return s, nil
 		}
-		if !errors.Is(err, errAddrInUse) || attempt == portAttempts {
+		if !errors.Is(err, proc.ErrAddrInUse) || attempt == portAttempts {
 			s.Close()
 			return nil, err
 		}
@@ -152,12 +152,12 @@ func (s *NotaryServer) startSigner(dir string, ca *CA) (int, error) {
 		if err := writeJSON(cfgFile, cfg); err != nil {
 			return 0, fmt.Errorf("start notary-signer: %w", err)
 		}
-		s.signer = &process{
-			name:    "notary-signer",
-			bin:     bin,
-			args:    []string{"-config", cfgFile, "-logf", "logfmt"},
-			env:     []string{"NOTARY_SIGNER_DEFAULT_ALIAS=harness", "NOTARY_SIGNER_HARNESS=harness-passphrase"},
-			logFile: filepath.Join(dir, "notary-signer.log"),
+		spec := proc.Spec{
+			Name:    "notary-signer",
+			Path:    bin,
+			Args:    []string{"-config", cfgFile, "-logf", "logfmt"},
+			Env:     []string{"NOTARY_SIGNER_DEFAULT_ALIAS=harness", "NOTARY_SIGNER_HARNESS=harness-passphrase"},
+			LogFile: filepath.Join(dir, "notary-signer.log"),
 		}
 		addr := hostPort(grpcPort)
 		ready := func(ctx context.Context) error {
@@ -168,11 +168,11 @@ func (s *NotaryServer) startSigner(dir string, ca *CA) (int, error) {
 			}
 			return c.Close()
 		}
-		err = s.signer.startErr(s.signer.start(ready))
+		s.signer, err = startProcess(spec, ready)
 		if err == nil {
 			return grpcPort, nil
 		}
-		if !errors.Is(err, errAddrInUse) || attempt == portAttempts {
+		if !errors.Is(err, proc.ErrAddrInUse) || attempt == portAttempts {
 			return 0, err
 		}
 	}
@@ -186,20 +186,7 @@ func (s *NotaryServer) healthy(ctx context.Context) error {
 		TLSClientConfig:   &tls.Config{RootCAs: s.ca.Pool(), MinVersion: tls.VersionTLS12},
 		DisableKeepAlives: true,
 	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL()+"/_notary_server/health", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("health: HTTP %d: %s", resp.StatusCode, body)
-	}
-	return nil
+	return proc.CheckHTTP(ctx, client, s.URL()+"/_notary_server/health", nil)
 }
 
 // NewNotaryServer is StartNotaryServer for tests: Dir defaults to a temp dir,
@@ -239,7 +226,7 @@ func (s *NotaryServer) CA() *CA { return s.ca }
 func (s *NotaryServer) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.server.stop()
+	stopProcess(s.server)
 }
 
 // Start restarts a stopped notary-server on the same port. Memory storage
@@ -247,23 +234,19 @@ func (s *NotaryServer) Stop() {
 func (s *NotaryServer) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.server.running() {
+	if s.server.Running() {
 		return nil
 	}
-	return s.server.start(s.healthy)
+	return restartProcess(s.server, s.healthy)
 }
 
 // Running reports whether notary-server is up (it may still be starting).
-func (s *NotaryServer) Running() bool { return s.server != nil && s.server.running() }
+func (s *NotaryServer) Running() bool { return s.server != nil && s.server.Running() }
 
 // Close stops both processes. Files stay in Dir (the caller owns it).
 func (s *NotaryServer) Close() {
-	if s.server != nil {
-		s.server.stop()
-	}
-	if s.signer != nil {
-		s.signer.stop()
-	}
+	stopProcess(s.server)
+	stopProcess(s.signer)
 }
 
 func writeJSON(path string, v any) error {

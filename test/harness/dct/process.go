@@ -8,11 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/trustgate-dev/trustgate/test/harness/proc"
 )
 
 // ErrMissingBinary is wrapped when a server or CLI binary is not installed.
@@ -53,145 +52,51 @@ func skipOrFatal(t testing.TB, err error) {
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func FreePort() (int, error) { return proc.FreePort() }
+
+// startProcess starts spec and waits until ready returns nil; a process that
+// exits or is not ready within readyTimeout is killed. Errors wrap
+// proc.ErrAddrInUse on a port race, which callers retry on a new port (at
+// most portAttempts times).
+func startProcess(spec proc.Spec, ready func(context.Context) error) (*proc.Process, error) {
+	p, err := proc.Start(spec)
 	if err != nil {
-		return 0, fmt.Errorf("find free port: %w", err)
+		return nil, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	if err := waitReady(p, ready); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
-// process is one child server in its own process group, restartable with
-// the same arguments. Its output goes to logFile, appended across restarts.
-type process struct {
-	name    string
-	bin     string
-	args    []string
-	env     []string
-	logFile string
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	// logStart is the log's size when the current run started, so error
-	// messages show this run's output only.
-	logStart int64
+// restartProcess runs a stopped p again with the same command line.
+func restartProcess(p *proc.Process, ready func(context.Context) error) error {
+	if err := p.Start(); err != nil {
+		return err
+	}
+	return waitReady(p, ready)
 }
 
-// start launches the process and waits until ready returns nil, the process
-// exits, or readyTimeout passes.
-func (p *process) start(ready func(context.Context) error) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd != nil {
-		return fmt.Errorf("start %s: already running", p.name)
-	}
-	logf, err := os.OpenFile(p.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("start %s: open log: %w", p.name, err)
-	}
-	if fi, err := logf.Stat(); err == nil {
-		p.logStart = fi.Size()
-	}
-	cmd := exec.Command(p.bin, p.args...)
-	cmd.Env = append(os.Environ(), p.env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Stdin = nil
-	// A process group of its own lets stop kill any children too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start %s: %w", p.name, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(done)
-	}()
-	p.cmd, p.done = cmd, done
-
+func waitReady(p *proc.Process, ready func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
-	var lastErr error
-	for {
-		if lastErr = ready(ctx); lastErr == nil {
-			return nil
-		}
-		select {
-		case <-done:
-			p.cmd, p.done = nil, nil
-			return fmt.Errorf("start %s: exited before ready: %v\n%s", p.name, lastErr, p.logTail())
-		case <-ctx.Done():
-			p.killLocked()
-			return fmt.Errorf("start %s: not ready after %s: %v\n%s", p.name, readyTimeout, lastErr, p.logTail())
-		case <-time.After(25 * time.Millisecond):
-		}
+	if err := p.WaitReady(ctx, 25*time.Millisecond, ready); err != nil {
+		_ = p.Stop(0)
+		return fmt.Errorf("start %s: %w", p.Name(), err)
 	}
+	return nil
 }
 
-// stop kills the process group and waits for the process to exit. Stopping a
-// stopped process is a no-op.
-func (p *process) stop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.killLocked()
-}
-
-func (p *process) killLocked() {
-	if p.cmd == nil {
-		return
+// stopProcess kills p's process group at once, as a crash would; nil is a
+// no-op. An error means the kernel did not end it; there is nothing a test
+// could do about that, and the next start reports any port it still holds.
+func stopProcess(p *proc.Process) {
+	if p != nil {
+		_ = p.Stop(0)
 	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
-	p.cmd, p.done = nil, nil
-}
-
-// running reports whether the process is started and has not exited.
-func (p *process) running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.done == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// logTail returns the end of the log for error messages.
-func (p *process) logTail() string {
-	b, err := os.ReadFile(p.logFile)
-	if err != nil {
-		return ""
-	}
-	if p.logStart <= int64(len(b)) {
-		b = b[p.logStart:]
-	}
-	const max = 4096
-	if len(b) > max {
-		b = b[len(b)-max:]
-	}
-	return p.name + " log (" + p.logFile + "):\n" + strings.TrimSpace(string(b))
 }
 
 func hostPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
-
-// errAddrInUse marks a start that failed because another process took the
-// port between FreePort and the child's bind; callers retry on a new port.
-var errAddrInUse = errors.New("address already in use")
-
-// startErr wraps err with errAddrInUse when the run's log says so.
-func (p *process) startErr(err error) error {
-	if err != nil && strings.Contains(p.logTail(), "address already in use") {
-		return fmt.Errorf("%w: %w", errAddrInUse, err)
-	}
-	return err
-}
 
 // portAttempts is how often a server start is retried on a port race.
 const portAttempts = 3

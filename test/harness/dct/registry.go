@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/trustgate-dev/trustgate/test/harness/proc"
 )
 
 // pushTimeout bounds one push or manifest fetch against the local registry.
@@ -31,8 +31,8 @@ type RegistryOptions struct {
 // filesystem storage, serving plain HTTP on 127.0.0.1, which
 // go-containerregistry treats as an insecure-by-default loopback registry.
 type Registry struct {
-	port int
-	proc *process
+	port    int
+	process *proc.Process
 }
 
 // StartRegistry starts docker-registry and waits until GET /v2/ answers 200.
@@ -67,19 +67,18 @@ func StartRegistry(opts RegistryOptions) (*Registry, error) {
 		if err := writeJSON(cfgFile, cfg); err != nil {
 			return nil, fmt.Errorf("start docker-registry: %w", err)
 		}
-		r.proc = &process{
-			name:    "docker-registry",
-			bin:     bin,
-			args:    []string{"serve", cfgFile},
-			logFile: filepath.Join(opts.Dir, "registry.log"),
+		r.process, err = startProcess(proc.Spec{
+			Name:    "docker-registry",
+			Path:    bin,
+			Args:    []string{"serve", cfgFile},
+			LogFile: filepath.Join(opts.Dir, "registry.log"),
 			// REGISTRY_* variables override the file; pin the address.
-			env: []string{"REGISTRY_HTTP_ADDR=" + hostPort(r.port)},
-		}
-		err = r.proc.startErr(r.proc.start(r.healthy))
+			Env: []string{"REGISTRY_HTTP_ADDR=" + hostPort(r.port)},
+		}, r.healthy)
 		if err == nil {
 			return r, nil
 		}
-		if !errors.Is(err, errAddrInUse) || attempt == portAttempts {
+		if !errors.Is(err, proc.ErrAddrInUse) || attempt == portAttempts {
 			return nil, err
 		}
 	}
@@ -103,20 +102,7 @@ func NewRegistry(t testing.TB, opts RegistryOptions) *Registry {
 func (r *Registry) healthy(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL()+"/v2/", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /v2/: HTTP %d", resp.StatusCode)
-	}
-	return nil
+	return proc.CheckHTTP(ctx, http.DefaultClient, r.URL()+"/v2/", nil)
 }
 
 // Host is 127.0.0.1:PORT, the registry part of image references.
@@ -131,9 +117,7 @@ func (r *Registry) Repo(path string) string { return r.Host() + "/" + path }
 
 // Close stops the registry.
 func (r *Registry) Close() {
-	if r.proc != nil {
-		r.proc.stop()
-	}
+	stopProcess(r.process)
 }
 
 // PushRandomImage pushes a small random image to path:tag and returns the

@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,9 +26,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/trustgate-dev/trustgate/test/harness/proc"
 )
 
 // Options tune a cluster; the zero value is fine.
@@ -62,8 +62,9 @@ type Cluster struct {
 	Dir string
 
 	kubectl   string
-	apiserver *process
-	etcd      *process
+	apiserver *proc.Process
+	etcd      *proc.Process
+	etcdURL   string
 	stopOnce  sync.Once
 	stopErr   error
 }
@@ -173,7 +174,7 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 }
 
 func (c *Cluster) startEtcd(ctx context.Context, bin string, timeout time.Duration) error {
-	ports, err := freePorts(2)
+	ports, err := proc.FreePorts(2)
 	if err != nil {
 		return err
 	}
@@ -181,29 +182,28 @@ func (c *Cluster) startEtcd(ctx context.Context, bin string, timeout time.Durati
 	peer := "http://127.0.0.1:" + strconv.Itoa(ports[1])
 	data := filepath.Join(c.Dir, "etcd-data")
 	_ = os.RemoveAll(data)
-	p, err := startProcess(bin, filepath.Join(c.Dir, "etcd.log"),
+	p, err := proc.Start(proc.Spec{Name: "etcd", Path: bin, LogFile: filepath.Join(c.Dir, "etcd.log"), Args: []string{
 		"--name=trustgate",
-		"--data-dir="+data,
-		"--listen-client-urls="+client,
-		"--advertise-client-urls="+client,
-		"--listen-peer-urls="+peer,
-		"--initial-advertise-peer-urls="+peer,
-		"--initial-cluster=trustgate="+peer,
+		"--data-dir=" + data,
+		"--listen-client-urls=" + client,
+		"--advertise-client-urls=" + client,
+		"--listen-peer-urls=" + peer,
+		"--initial-advertise-peer-urls=" + peer,
+		"--initial-cluster=trustgate=" + peer,
 		"--log-level=warn",
-	)
+	}})
 	if err != nil {
 		return err
 	}
-	c.etcd = p
-	c.etcd.url = client
+	c.etcd, c.etcdURL = p, client
 	httpc := &http.Client{Timeout: 2 * time.Second}
-	err = waitFor(ctx, timeout, p, func(ctx context.Context) error {
-		return httpOK(ctx, httpc, client+"/health", "")
+	err = waitReady(ctx, timeout, p, func(ctx context.Context) error {
+		return proc.CheckHTTP(ctx, httpc, client+"/health", nil)
 	})
 	if err != nil {
-		_ = p.stop(5 * time.Second)
+		_ = p.Stop(stopGrace)
 		c.etcd = nil
-		return fmt.Errorf("etcd not healthy: %w; log: %s", err, p.logTail(1500))
+		return fmt.Errorf("etcd not healthy: %w", err)
 	}
 	return nil
 }
@@ -214,20 +214,20 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin string, opts Options) 
 			return err
 		}
 	}
-	ports, err := freePorts(1)
+	port, err := proc.FreePort()
 	if err != nil {
 		return err
 	}
 	certDir := filepath.Join(c.Dir, "certs")
 	_ = os.RemoveAll(certDir)
 	args := []string{
-		"--etcd-servers=" + c.etcd.url,
+		"--etcd-servers=" + c.etcdURL,
 		"--bind-address=127.0.0.1",
 		// Everything stays on loopback; the kubernetes Service endpoint cannot
 		// point at loopback, and nothing here routes to it anyway.
 		"--advertise-address=127.0.0.1",
 		"--endpoint-reconciler-type=none",
-		"--secure-port=" + strconv.Itoa(ports[0]),
+		"--secure-port=" + strconv.Itoa(port),
 		"--cert-dir=" + certDir,
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file=" + filepath.Join(c.Dir, "sa.key"),
@@ -238,17 +238,18 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin string, opts Options) 
 		"--profiling=false",
 	}
 	args = append(args, opts.ExtraAPIServerArgs...)
-	p, err := startProcess(bin, filepath.Join(c.Dir, "kube-apiserver.log"), args...)
+	p, err := proc.Start(proc.Spec{Name: "kube-apiserver", Path: bin, Args: args, LogFile: filepath.Join(c.Dir, "kube-apiserver.log")})
 	if err != nil {
 		return err
 	}
 	c.apiserver = p
-	c.URL = "https://127.0.0.1:" + strconv.Itoa(ports[0])
+	c.URL = "https://127.0.0.1:" + strconv.Itoa(port)
 
 	// The serving certificate appears in cert-dir once the server has
 	// generated it; until then, and until /readyz says ok, keep polling.
 	certFile := filepath.Join(certDir, "apiserver.crt")
-	err = waitFor(ctx, opts.ReadyTimeout, p, func(ctx context.Context) error {
+	auth := http.Header{"Authorization": {"Bearer " + c.Token}}
+	err = waitReady(ctx, opts.ReadyTimeout, p, func(ctx context.Context) error {
 		pemBytes, err := os.ReadFile(certFile)
 		if err != nil {
 			return err
@@ -261,16 +262,16 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin string, opts Options) 
 			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		}}
 		defer httpc.CloseIdleConnections()
-		if err := httpOK(ctx, httpc, c.URL+"/readyz", c.Token); err != nil {
+		if err := proc.CheckHTTP(ctx, httpc, c.URL+"/readyz", auth); err != nil {
 			return err
 		}
 		c.CAPEM = pemBytes
 		return nil
 	})
 	if err != nil {
-		_ = p.stop(5 * time.Second)
+		_ = p.Stop(stopGrace)
 		c.apiserver = nil
-		return fmt.Errorf("kube-apiserver not ready: %w; log: %s", err, p.logTail(3000))
+		return fmt.Errorf("kube-apiserver not ready: %w", err)
 	}
 	return c.writeKubeconfig()
 }
@@ -379,7 +380,7 @@ func (c *Cluster) APIServerLogTail(n int) string {
 	if c.apiserver == nil {
 		return ""
 	}
-	return c.apiserver.logTail(n)
+	return c.apiserver.LogTail(n)
 }
 
 // Stop terminates kube-apiserver, then etcd (the API server can hang on
@@ -389,12 +390,12 @@ func (c *Cluster) Stop() error {
 	c.stopOnce.Do(func() {
 		var errs []error
 		if c.apiserver != nil {
-			if err := c.apiserver.stop(5 * time.Second); err != nil {
+			if err := c.apiserver.Stop(stopGrace); err != nil {
 				errs = append(errs, fmt.Errorf("stop kube-apiserver: %w", err))
 			}
 		}
 		if c.etcd != nil {
-			if err := c.etcd.stop(5 * time.Second); err != nil {
+			if err := c.etcd.Stop(stopGrace); err != nil {
 				errs = append(errs, fmt.Errorf("stop etcd: %w", err))
 			}
 		}
@@ -408,150 +409,16 @@ func (c *Cluster) Stop() error {
 	return c.stopErr
 }
 
-// process is one child process with its log file.
-type process struct {
-	cmd     *exec.Cmd
-	logPath string
-	url     string
-	done    chan struct{}
-	waitErr error
-}
+// stopGrace is how long etcd and kube-apiserver get between SIGTERM and
+// SIGKILL.
+const stopGrace = 5 * time.Second
 
-func startProcess(bin, logPath string, args ...string) (*process, error) {
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", logPath, err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", filepath.Base(bin), err)
-	}
-	p := &process{cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM and, after grace, SIGKILL to this process's PID.
-func (p *process) stop(grace time.Duration) error {
-	if p.exited() {
-		return nil
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !p.exited() {
-		return fmt.Errorf("SIGTERM pid %d: %w", p.cmd.Process.Pid, err)
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(grace):
-	}
-	if err := p.cmd.Process.Kill(); err != nil && !p.exited() {
-		return fmt.Errorf("SIGKILL pid %d: %w", p.cmd.Process.Pid, err)
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(grace):
-		return fmt.Errorf("pid %d still running after SIGKILL", p.cmd.Process.Pid)
-	}
-}
-
-func (p *process) logTail(n int) string {
-	b, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	return tail(string(b), n)
-}
-
-// waitFor polls check every 250ms until it succeeds, the process exits, or
+// waitReady polls check every 250ms until it succeeds, the process exits, or
 // timeout passes.
-func waitFor(ctx context.Context, timeout time.Duration, p *process, check func(context.Context) error) error {
+func waitReady(ctx context.Context, timeout time.Duration, p *proc.Process, check func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var last error
-	for {
-		if p.exited() {
-			return fmt.Errorf("process exited: %v", p.waitErr)
-		}
-		cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
-		last = check(cctx)
-		ccancel()
-		if last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not ready after %s: %w", timeout, last)
-		case <-p.done:
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
-
-func httpOK(ctx context.Context, c *http.Client, url, token string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
-	}
-	return nil
-}
-
-// freePorts asks the kernel for n distinct free loopback ports.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-// FreePort returns a loopback port that was free a moment ago (for servers
-// the tests start next to the cluster, such as trustgate itself).
-func FreePort() (int, error) {
-	ports, err := freePorts(1)
-	if err != nil {
-		return 0, err
-	}
-	return ports[0], nil
+	return p.WaitReady(ctx, 250*time.Millisecond, check)
 }
 
 func base64Std(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

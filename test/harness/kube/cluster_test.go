@@ -7,7 +7,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // TestCluster starts one real cluster and checks what the e2e suite relies
@@ -57,7 +56,7 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
-	pids := []int{c.apiserver.cmd.Process.Pid, c.etcd.cmd.Process.Pid}
+	pids := []int{c.apiserver.Pid(), c.etcd.Pid()}
 	if err := c.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
@@ -72,25 +71,6 @@ func TestCluster(t *testing.T) {
 	}
 	if err := c.Stop(); err != nil {
 		t.Errorf("second Stop: %v", err)
-	}
-}
-
-func TestProcessStopKillsStubbornProcess(t *testing.T) {
-	// A process that ignores SIGTERM must still be gone after stop.
-	p, err := startProcess("/bin/sh", t.TempDir()+"/log", "-c", "trap '' TERM; sleep 60")
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(200 * time.Millisecond) // let the shell install its trap
-	start := time.Now()
-	if err := p.stop(time.Second); err != nil {
-		t.Fatalf("stop: %v", err)
-	}
-	if !p.exited() {
-		t.Fatal("process still running after stop")
-	}
-	if d := time.Since(start); d < time.Second || d > 5*time.Second {
-		t.Errorf("stop took %s; want about the 1s grace then SIGKILL", d)
 	}
 }
 

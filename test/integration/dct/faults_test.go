@@ -28,16 +28,8 @@ func TestNotaryDownAndRestart(t *testing.T) {
 	path := unique("restart/app")
 	gun := b.reg.Repo(path)
 	img := push(t, b.reg, path, "v1")
-	if err := sg.Init(gun); err != nil {
-		t.Fatal(err)
-	}
-	if err := sg.Sign(gun, "v1", img.digest, img.size); err != nil {
-		t.Fatal(err)
-	}
-	rootKey, err := sg.WriteRootKeyPEM(gun)
-	if err != nil {
-		t.Fatal(err)
-	}
+	initAndSign(t, sg, gun, "v1", img)
+	rootKey := writeRootKey(t, sg, gun)
 	cfg := config{Server: srv.URL(), CAFile: srv.CAFile(), RootKeys: []string{rootKey}}
 	v := newFreshVerifier(t, cfg)
 	res, err := verifyRef(t, v, img.ref)
@@ -166,10 +158,7 @@ func TestServerKeyTypes(t *testing.T) {
 			if err := sg.Sign(gun, "v1", img.digest, img.size, "targets/releases", "targets/ci"); err != nil {
 				t.Fatal(err)
 			}
-			rootKey, err := sg.WriteRootKeyPEM(gun)
-			if err != nil {
-				t.Fatal(err)
-			}
+			rootKey := writeRootKey(t, sg, gun)
 			v := newVerifier(t, config{Server: srv.URL(), CAFile: srv.CAFile(), RootKeys: []string{rootKey}})
 			res, err := verifyRef(t, v, img.ref)
 			check(t, img.ref, res, err, outcome{digest: img.digest, signers: []string{"targets/releases"}})

@@ -136,11 +136,50 @@ func initRepo(t testing.TB, b *backend, path string) (gun, rootKeyFile string) {
 	if err := b.sg.Init(gun); err != nil {
 		t.Fatal(err)
 	}
-	f, err := b.sg.WriteRootKeyPEM(gun)
+	return gun, writeRootKey(t, b.sg, gun)
+}
+
+// initAndSign initialises gun's trust data with sg and signs img as tag
+// into targets.
+func initAndSign(t testing.TB, sg *harness.Signer, gun, tag string, img image) {
+	t.Helper()
+	if err := sg.Init(gun); err != nil {
+		t.Fatal(err)
+	}
+	if err := sg.Sign(gun, tag, img.digest, img.size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeRootKey writes gun's root certificate to a file and returns its path.
+func writeRootKey(t testing.TB, sg *harness.Signer, gun string) string {
+	t.Helper()
+	f, err := sg.WriteRootKeyPEM(gun)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return gun, f
+	return f
+}
+
+// verifyCase is one reference verified by a verifier built from cfg.
+type verifyCase struct {
+	name string
+	cfg  config
+	ref  string
+	want outcome
+}
+
+// runVerifyCases runs each case as a parallel subtest.
+func runVerifyCases(t *testing.T, cases []verifyCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			v := newVerifier(t, tc.cfg)
+			res, err := verifyRef(t, v, tc.ref)
+			check(t, tc.ref, res, err, tc.want)
+		})
+	}
 }
 
 // config is the notaryv1 policy block, spelled as a policy file would be.

@@ -36,12 +36,7 @@ func TestSignerRules(t *testing.T) {
 	bob := docker
 	bob.Signers = []string{"targets/bob"}
 
-	tests := []struct {
-		name string
-		cfg  config
-		ref  string
-		want outcome
-	}{
+	tests := []verifyCase{
 		{"tag signed in targets", docker, inTargets.ref,
 			outcome{digest: inTargets.digest, signers: []string{"targets"}}},
 		{"tag signed in targets/releases by a delegate", docker, inReleases.ref,
@@ -69,14 +64,7 @@ func TestSignerRules(t *testing.T) {
 		{"digest-only reference to an unsigned manifest", docker, b.reg.Repo(path) + "@" + unsigned.digest,
 			outcome{err: verify.ErrUntrusted, msg: "is not signed"}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			v := newVerifier(t, tc.cfg)
-			res, err := verifyRef(t, v, tc.ref)
-			check(t, tc.ref, res, err, tc.want)
-		})
-	}
+	runVerifyCases(t, tests)
 }
 
 // TestRootTrust covers pinned root keys (file and inline PEM, right and
@@ -108,33 +96,22 @@ func TestRootTrust(t *testing.T) {
 
 	base := config{Server: b.srv.URL(), CAFile: b.srv.CAFile()}
 	with := func(f func(*config)) config { c := base; f(&c); return c }
-	tests := []struct {
-		name string
-		cfg  config
-		want outcome
-	}{
-		{"pinned root certificate file", with(func(c *config) { c.RootKeys = []string{rootKey} }),
+	tests := []verifyCase{
+		{"pinned root certificate file", with(func(c *config) { c.RootKeys = []string{rootKey} }), img.ref,
 			outcome{digest: img.digest}},
-		{"pinned root certificate inline", with(func(c *config) { c.RootKeys = []string{string(gunPEM)} }),
+		{"pinned root certificate inline", with(func(c *config) { c.RootKeys = []string{string(gunPEM)} }), img.ref,
 			outcome{digest: img.digest}},
 		{"root certificate of another repository with the same root key",
-			with(func(c *config) { c.RootKeys = []string{sameKeyOtherGUN} }),
+			with(func(c *config) { c.RootKeys = []string{sameKeyOtherGUN} }), img.ref,
 			outcome{digest: img.digest}},
-		{"pinned key among others", with(func(c *config) { c.RootKeys = []string{otherRootKey, rootKey} }),
+		{"pinned key among others", with(func(c *config) { c.RootKeys = []string{otherRootKey, rootKey} }), img.ref,
 			outcome{digest: img.digest}},
-		{"wrong pinned root key", with(func(c *config) { c.RootKeys = []string{otherRootKey} }),
+		{"wrong pinned root key", with(func(c *config) { c.RootKeys = []string{otherRootKey} }), img.ref,
 			outcome{err: verify.ErrUntrusted, msg: "not signed by a key in rootKeys"}},
-		{"trust on first use", with(func(c *config) { c.TrustOnFirstUse = true }),
+		{"trust on first use", with(func(c *config) { c.TrustOnFirstUse = true }), img.ref,
 			outcome{digest: img.digest}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			v := newVerifier(t, tc.cfg)
-			res, err := verifyRef(t, v, img.ref)
-			check(t, img.ref, res, err, tc.want)
-		})
-	}
+	runVerifyCases(t, tests)
 
 	t.Run("neither pinned keys nor trust on first use", func(t *testing.T) {
 		t.Parallel()
@@ -170,12 +147,7 @@ func TestThreshold(t *testing.T) {
 		return config{Server: b.srv.URL(), CAFile: b.srv.CAFile(), RootKeys: []string{rootKey},
 			Signers: []string{"targets/alice", "targets/bob"}, Threshold: threshold}
 	}
-	tests := []struct {
-		name string
-		cfg  config
-		ref  string
-		want outcome
-	}{
+	tests := []verifyCase{
 		{"threshold 2, one signer", cfg(2), one.ref,
 			outcome{err: verify.ErrUntrusted, msg: "signed by 1 of the 2 required roles"}},
 		{"threshold 2, two signers", cfg(2), two.ref,
@@ -187,14 +159,7 @@ func TestThreshold(t *testing.T) {
 		{"threshold 2, digest-only reference signed by both", cfg(2), b.reg.Repo(path) + "@" + two.digest,
 			outcome{digest: two.digest, signers: []string{"targets/alice", "targets/bob"}}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			v := newVerifier(t, tc.cfg)
-			res, err := verifyRef(t, v, tc.ref)
-			check(t, tc.ref, res, err, tc.want)
-		})
-	}
+	runVerifyCases(t, tests)
 }
 
 // TestTrustOnFirstUse checks that a trust-on-first-use verifier keeps the
@@ -208,12 +173,7 @@ func TestTrustOnFirstUse(t *testing.T) {
 	gun := b.reg.Repo(path)
 	first := harness.NewSigner(t, b.srv)
 	img := push(t, b.reg, path, "v1")
-	if err := first.Init(gun); err != nil {
-		t.Fatal(err)
-	}
-	if err := first.Sign(gun, "v1", img.digest, img.size); err != nil {
-		t.Fatal(err)
-	}
+	initAndSign(t, first, gun, "v1", img)
 	cfg := config{Server: b.srv.URL(), CAFile: b.srv.CAFile(), TrustOnFirstUse: true}
 	v := newFreshVerifier(t, cfg)
 	res, err := verifyRef(t, v, img.ref)
@@ -225,12 +185,7 @@ func TestTrustOnFirstUse(t *testing.T) {
 	}
 	second := harness.NewSigner(t, b.srv)
 	evil := push(t, b.reg, path, "v1")
-	if err := second.Init(gun); err != nil {
-		t.Fatal(err)
-	}
-	if err := second.Sign(gun, "v1", evil.digest, evil.size); err != nil {
-		t.Fatal(err)
-	}
+	initAndSign(t, second, gun, "v1", evil)
 
 	res, err = verifyRef(t, v, img.ref)
 	check(t, img.ref, res, err, outcome{err: verify.ErrUntrusted, msg: "root of " + gun})
@@ -266,16 +221,8 @@ func TestKeyRotation(t *testing.T) {
 			// shared signer's root key.
 			sg := harness.NewSigner(t, b.srv)
 			img := push(t, b.reg, path, "v1")
-			if err := sg.Init(gun); err != nil {
-				t.Fatal(err)
-			}
-			if err := sg.Sign(gun, "v1", img.digest, img.size); err != nil {
-				t.Fatal(err)
-			}
-			oldPin, err := sg.WriteRootKeyPEM(gun)
-			if err != nil {
-				t.Fatal(err)
-			}
+			initAndSign(t, sg, gun, "v1", img)
+			oldPin := writeRootKey(t, sg, gun)
 			base := config{Server: b.srv.URL(), CAFile: b.srv.CAFile()}
 			tofu, pinned := base, base
 			tofu.TrustOnFirstUse = true
