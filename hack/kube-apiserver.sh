@@ -12,6 +12,6 @@ mkdir -p "$cache"
 echo "trustgate: building kube-apiserver $VERSION once into $cache (about 10 minutes on 2 cores; later runs reuse it)" >&2
 cd "$here/test/tools/kube-apiserver"
 # go.sum is committed; tidy only fills what a fresh module cache lacks.
-GOFLAGS=-mod=mod go build -o "$bin.tmp" . >&2
+GOFLAGS="-mod=mod -buildvcs=false" go build -o "$bin.tmp" . >&2
 mv "$bin.tmp" "$bin"
 echo "$bin"
