@@ -110,23 +110,45 @@ func SelfSigned(hosts []string) (caPEM []byte, cert tls.Certificate, err error) 
 }
 
 func generate(hosts []string, commonName string, validity time.Duration, now func() time.Time) (*Bundle, error) {
+	ca, err := NewCA("trustgate webhook CA", validity, now)
+	if err != nil {
+		return nil, err
+	}
+	cert, key, err := ca.Issue(commonName, hosts, x509.ExtKeyUsageServerAuth)
+	if err != nil {
+		return nil, err
+	}
+	return &Bundle{CA: ca.CertPEM, Cert: cert, Key: key}, nil
+}
+
+// CA is a P-256 certificate authority held in memory, issuing leaves.
+type CA struct {
+	Cert      *x509.Certificate
+	CertPEM   []byte
+	key       *ecdsa.PrivateKey
+	notBefore time.Time
+	notAfter  time.Time
+}
+
+// NewCA creates a CA named commonName, valid for validity (DefaultValidity
+// when zero) from now (time.Now when nil), backdated a little so that a
+// client whose clock is slightly behind accepts what it issues.
+func NewCA(commonName string, validity time.Duration, now func() time.Time) (*CA, error) {
 	if validity <= 0 {
 		validity = DefaultValidity
 	}
 	if now == nil {
 		now = time.Now
 	}
-	// Backdate a little so a client whose clock is slightly behind accepts it.
 	notBefore := now().Add(-5 * time.Minute).UTC()
 	notAfter := notBefore.Add(validity)
-
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("certs: generate CA key: %w", err)
 	}
-	caTmpl := &x509.Certificate{
+	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "trustgate webhook CA", Organization: []string{"trustgate"}},
+		Subject:               pkix.Name{CommonName: commonName, Organization: []string{"trustgate"}},
 		NotBefore:             notBefore,
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
@@ -134,26 +156,38 @@ func generate(hosts []string, commonName string, validity time.Duration, now fun
 		IsCA:                  true,
 		MaxPathLenZero:        true,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		return nil, fmt.Errorf("certs: create CA certificate: %w", err)
 	}
-	caCert, err := x509.ParseCertificate(caDER)
+	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("certs: parse CA certificate: %w", err)
 	}
+	return &CA{
+		Cert:      cert,
+		CertPEM:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		key:       key,
+		notBefore: notBefore,
+		notAfter:  notAfter,
+	}, nil
+}
 
+// Issue creates a leaf for hosts (DNS names or IP addresses) with the given
+// extended key usages, valid as long as the CA, and returns it and its
+// PKCS#8 key in PEM.
+func (ca *CA) Issue(commonName string, hosts []string, usages ...x509.ExtKeyUsage) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("certs: generate serving key: %w", err)
+		return nil, nil, fmt.Errorf("certs: generate key for %s: %w", commonName, err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: commonName, Organization: []string{"trustgate"}},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
+		NotBefore:    ca.notBefore,
+		NotAfter:     ca.notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  usages,
 	}
 	seen := map[string]bool{}
 	for _, h := range hosts {
@@ -167,19 +201,16 @@ func generate(hosts []string, commonName string, validity time.Duration, now fun
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
-		return nil, fmt.Errorf("certs: create serving certificate: %w", err)
+		return nil, nil, fmt.Errorf("certs: create certificate for %s: %w", commonName, err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("certs: encode serving key: %w", err)
+		return nil, nil, fmt.Errorf("certs: encode key for %s: %w", commonName, err)
 	}
-	return &Bundle{
-		CA:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		Key:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-	}, nil
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
 }
 
 // serial returns a random 128-bit serial number (RFC 5280 allows up to 20 octets).

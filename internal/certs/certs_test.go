@@ -167,3 +167,43 @@ func TestSelfSignedServesTLS(t *testing.T) {
 	}
 	conn.Close()
 }
+
+func TestCAIssuesSeveralLeaves(t *testing.T) {
+	ca, err := NewCA("test CA", time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	for _, tc := range []struct {
+		name   string
+		usages []x509.ExtKeyUsage
+	}{
+		{"server", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}},
+		{"both", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},
+	} {
+		certPEM, keyPEM, err := ca.Issue(tc.name, []string{"127.0.0.1", "localhost", "localhost"}, tc.usages...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(pair.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(leaf.DNSNames) != 1 || len(leaf.IPAddresses) != 1 {
+			t.Fatalf("%s: SANs %v %v", tc.name, leaf.DNSNames, leaf.IPAddresses)
+		}
+		for _, u := range tc.usages {
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: "localhost", KeyUsages: []x509.ExtKeyUsage{u}}); err != nil {
+				t.Fatalf("%s: usage %v: %v", tc.name, u, err)
+			}
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning}}); err == nil {
+			t.Fatalf("%s: verifies for code signing", tc.name)
+		}
+	}
+}

@@ -1,29 +1,25 @@
 package dct
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/trustgate-dev/trustgate/internal/certs"
 )
 
 // CA is a throwaway P-256 certificate authority whose certificate is written
 // to CertFile, so that notary-server, notary-signer, the notary CLI and the
-// verifier under test can all be told to trust it.
+// verifier under test can all be told to trust it. It is trustgate's own
+// internal/certs CA, the one `trustgate certs` uses.
 type CA struct {
 	CertFile string
 	Cert     *x509.Certificate
 	CertPEM  []byte
-	key      *ecdsa.PrivateKey
+	ca       *certs.CA
 }
 
 // ServerCert is a certificate issued by a CA, written to files.
@@ -36,34 +32,11 @@ type ServerCert struct {
 
 // NewCA creates a CA valid for a day and writes its certificate to dir/ca.crt.
 func NewCA(dir string) (*CA, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := certs.NewCA("trustgate dct harness CA", 24*time.Hour, nil)
 	if err != nil {
-		return nil, fmt.Errorf("generate CA key: %w", err)
+		return nil, err
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "trustgate dct harness CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, fmt.Errorf("self-sign CA certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("parse CA certificate: %w", err)
-	}
-	ca := &CA{
-		CertFile: filepath.Join(dir, "ca.crt"),
-		Cert:     cert,
-		CertPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		key:      key,
-	}
+	ca := &CA{CertFile: filepath.Join(dir, "ca.crt"), Cert: c.Cert, CertPEM: c.CertPEM, ca: c}
 	if err := os.WriteFile(ca.CertFile, ca.CertPEM, 0o644); err != nil {
 		return nil, fmt.Errorf("write CA certificate: %w", err)
 	}
@@ -117,40 +90,7 @@ func (ca *CA) IssueTLS(name string) (tls.Certificate, error) {
 }
 
 func (ca *CA) issuePEM(name string) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generate %s key: %w", name, err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:     []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("issue %s certificate: %w", name, err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("marshal %s key: %w", name, err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
-}
-
-func serial() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		// crypto/rand never fails on supported platforms.
-		panic(err)
-	}
-	return n
+	return ca.ca.Issue(name, []string{"127.0.0.1", "localhost"}, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
 }
 
 // newPool returns a pool holding the PEM certificates in pemBytes.
