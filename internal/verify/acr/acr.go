@@ -11,7 +11,6 @@ package acr
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -20,8 +19,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -94,7 +91,13 @@ func New(name string, cfg Config, deps verify.Deps, getenv func(string) string) 
 	if err != nil {
 		return nil, wrap(err)
 	}
-	client, err := newClient(deps, cfg.CAFile)
+	var rootCAs *x509.CertPool
+	if cfg.CAFile != "" {
+		if rootCAs, err = verify.LoadCAFile(deps.BaseDir, cfg.CAFile); err != nil {
+			return nil, wrap(fmt.Errorf("caFile: %w", err))
+		}
+	}
+	client, err := verify.NewHTTPClient(deps.Transport, rootCAs)
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -108,51 +111,6 @@ func New(name string, cfg Config, deps verify.Deps, getenv func(string) string) 
 		base:     scheme + "://" + reg,
 		auth:     credentials.NewAuthenticator(client, store, nil),
 		timeout:  timeout,
-	}, nil
-}
-
-func newClient(deps verify.Deps, caFile string) (*http.Client, error) {
-	base := deps.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	rt := base
-	if t, ok := base.(*http.Transport); ok {
-		t = t.Clone()
-		if caFile != "" {
-			p := caFile
-			if !filepath.IsAbs(p) && deps.BaseDir != "" {
-				p = filepath.Join(deps.BaseDir, p)
-			}
-			pemData, err := os.ReadFile(p)
-			if err != nil {
-				return nil, fmt.Errorf("caFile: read %s: %w", caFile, err)
-			}
-			pool, err := x509.SystemCertPool()
-			if err != nil || pool == nil {
-				pool = x509.NewCertPool()
-			}
-			if !pool.AppendCertsFromPEM(pemData) {
-				return nil, fmt.Errorf("caFile: %s holds no PEM certificate", caFile)
-			}
-			if t.TLSClientConfig == nil {
-				t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-			}
-			t.TLSClientConfig.RootCAs = pool
-		}
-		t.MaxIdleConnsPerHost = max(t.MaxIdleConnsPerHost, 16)
-		rt = t
-	} else if caFile != "" {
-		return nil, fmt.Errorf("caFile: cannot add a CA to a %T transport", base)
-	}
-	return &http.Client{
-		Transport: rt,
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) >= 3 {
-				return errors.New("stopped after 3 redirects")
-			}
-			return nil
-		},
 	}, nil
 }
 

@@ -10,8 +10,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/trustgate-dev/trustgate/internal/verify"
 )
 
 // Config is the `credentials:` block of a verifier configuration. Either the
@@ -68,11 +69,7 @@ func Load(cfg *Config, baseDir string, getenv func(string) string) (*Store, erro
 		}
 		return &Store{static: &Basic{Username: user, Password: pass}}, nil
 	case cfg.DockerConfig != "":
-		path := cfg.DockerConfig
-		if !filepath.IsAbs(path) && baseDir != "" {
-			path = filepath.Join(baseDir, path)
-		}
-		byHost, err := readDockerConfig(path)
+		byHost, err := readDockerConfig(verify.ResolvePath(baseDir, cfg.DockerConfig))
 		if err != nil {
 			return nil, fmt.Errorf("credentials.dockerConfig: %w", err)
 		}

@@ -7,15 +7,12 @@
 package notaryv1
 
 import (
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -129,7 +126,7 @@ func parseConfig(cfg Config, deps verify.Deps, getenv func(string) string) (*set
 	s.server = u
 
 	if cfg.CAFile != "" {
-		pool, err := loadCAs(resolvePath(deps.BaseDir, cfg.CAFile))
+		pool, err := verify.LoadCAFile(deps.BaseDir, cfg.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("caFile: %w", err)
 		}
@@ -145,7 +142,7 @@ func parseConfig(cfg Config, deps verify.Deps, getenv func(string) string) (*set
 	for i, k := range cfg.RootKeys {
 		data := []byte(k)
 		if !strings.Contains(k, "-----BEGIN") {
-			data, err = os.ReadFile(resolvePath(deps.BaseDir, k))
+			data, err = os.ReadFile(verify.ResolvePath(deps.BaseDir, k))
 			if err != nil {
 				return nil, fmt.Errorf("rootKeys[%d]: read %s: %w", i, k, err)
 			}
@@ -183,67 +180,4 @@ func parseConfig(cfg Config, deps verify.Deps, getenv func(string) string) (*set
 		return nil, err
 	}
 	return s, nil
-}
-
-func resolvePath(base, p string) string {
-	if filepath.IsAbs(p) || base == "" {
-		return p
-	}
-	return filepath.Join(base, p)
-}
-
-func loadCAs(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return pool, nil
-}
-
-// newHTTPClient builds the one client a verifier uses: keep-alive, the
-// configured CA added, redirects limited.
-func newHTTPClient(base http.RoundTripper, rootCAs *x509.CertPool) (*http.Client, error) {
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	rt := base
-	if rootCAs != nil {
-		t, ok := base.(*http.Transport)
-		if !ok {
-			return nil, fmt.Errorf("caFile: cannot add a CA to a %T transport", base)
-		}
-		t = t.Clone()
-		if t.TLSClientConfig == nil {
-			t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-		t.TLSClientConfig.RootCAs = rootCAs
-		rt = t
-	} else if t, ok := base.(*http.Transport); ok {
-		// Own connection pool, so verifiers do not starve each other.
-		rt = t.Clone()
-	}
-	if t, ok := rt.(*http.Transport); ok {
-		// Keep enough idle connections for concurrent admissions: a new
-		// TLS handshake costs ten times a metadata fetch on a warm one.
-		t.MaxIdleConnsPerHost = max(t.MaxIdleConnsPerHost, 16)
-	}
-	return &http.Client{
-		Transport: rt,
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) >= 3 {
-				return errors.New("stopped after 3 redirects")
-			}
-			if len(via) > 0 && via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
-				return errors.New("refusing redirect from https to http")
-			}
-			return nil
-		},
-	}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/trustgate-dev/trustgate/internal/verify"
 	"github.com/trustgate-dev/trustgate/internal/verify/credentials"
 	"github.com/trustgate-dev/trustgate/internal/verify/notaryv1/tuf"
 )
@@ -23,11 +24,11 @@ func FetchRootKeys(ctx context.Context, server, gun, caFile string) ([]string, e
 	}
 	s := &settings{server: u}
 	if caFile != "" {
-		if s.rootCAs, err = loadCAs(caFile); err != nil {
+		if s.rootCAs, err = verify.LoadCAFile("", caFile); err != nil {
 			return nil, fmt.Errorf("ca: %w", err)
 		}
 	}
-	client, err := newHTTPClient(nil, s.rootCAs)
+	client, err := verify.NewHTTPClient(nil, s.rootCAs)
 	if err != nil {
 		return nil, err
 	}

@@ -62,7 +62,7 @@ func New(name string, cfg Config, deps verify.Deps, opts ...Option) (*Verifier, 
 	if err != nil {
 		return nil, fmt.Errorf("notaryv1 %s: %w", name, err)
 	}
-	client, err := newHTTPClient(deps.Transport, s.rootCAs)
+	client, err := verify.NewHTTPClient(deps.Transport, s.rootCAs)
 	if err != nil {
 		return nil, fmt.Errorf("notaryv1 %s: %w", name, err)
 	}
