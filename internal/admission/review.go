@@ -68,7 +68,7 @@ func (w *Webhook) review(ctx context.Context, req *decodedReview) (*admissionv1.
 		return allow, nil
 	}
 
-	images := distinctImages(judged)
+	images := workload.Images(judged)
 	start := time.Now()
 	report, err := w.evaluate(ctx, engine.Request{
 		Namespace: req.Namespace, Images: images, Pin: w.mutate,
@@ -143,18 +143,6 @@ func changedContainers(cur, old []workload.Container) []workload.Container {
 			continue
 		}
 		out = append(out, c)
-	}
-	return out
-}
-
-func distinctImages(cs []workload.Container) []string {
-	seen := make(map[string]bool, len(cs))
-	var out []string
-	for _, c := range cs {
-		if !seen[c.Image] {
-			seen[c.Image] = true
-			out = append(out, c.Image)
-		}
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -294,5 +295,33 @@ func TestEvaluateCached(t *testing.T) {
 	}
 	if calls := dct.calls.Load(); calls != 2 {
 		t.Fatalf("verifier calls = %d, want 2 (v1 and v2 once each)", calls)
+	}
+}
+
+func TestDistinct(t *testing.T) {
+	many := make([]string, 0, 60)
+	for i := range 30 {
+		many = append(many, fmt.Sprintf("reg.io/x/%d", i%20))
+	}
+	for _, tc := range []struct {
+		in   []string
+		want int
+	}{
+		{[]string{"a", "b", "c"}, 3},
+		{[]string{"a", "b", "a", "c", "b"}, 3},
+		{many, 20},
+	} {
+		got := distinct(tc.in)
+		if len(got) != tc.want {
+			t.Fatalf("distinct(%v) = %v, want %d images", tc.in, got, tc.want)
+		}
+		for i, img := range got {
+			if slices.Contains(got[:i], img) || !slices.Contains(tc.in, img) {
+				t.Fatalf("distinct(%v) = %v", tc.in, got)
+			}
+		}
+		if got[0] != tc.in[0] {
+			t.Fatalf("first-seen order lost: %v", got)
+		}
 	}
 }

@@ -82,12 +82,8 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) Report {
 		rep.Exempt = true
 		return rep
 	}
-	seen := make(map[string]bool, len(req.Images))
-	for _, img := range req.Images {
-		if !seen[img] {
-			seen[img] = true
-			rep.Decisions = append(rep.Decisions, Decision{Image: img})
-		}
+	for _, img := range distinct(req.Images) {
+		rep.Decisions = append(rep.Decisions, Decision{Image: img})
 	}
 	if len(rep.Decisions) == 1 {
 		rep.Decisions[0], _ = e.decide(ctx, p, req, rep.Decisions[0].Image, nil)
@@ -110,6 +106,33 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) Report {
 	return rep
 }
 
+// distinct returns images without repeats, in first-seen order. Callers
+// such as the webhook have usually removed repeats already; then the input
+// is returned as it is, without allocating.
+func distinct(images []string) []string {
+	if len(images) <= 16 {
+		for i, img := range images {
+			if slices.Contains(images[:i], img) {
+				return distinctSlow(images)
+			}
+		}
+		return images
+	}
+	return distinctSlow(images)
+}
+
+func distinctSlow(images []string) []string {
+	seen := make(map[string]bool, len(images))
+	out := make([]string, 0, len(images))
+	for _, img := range images {
+		if !seen[img] {
+			seen[img] = true
+			out = append(out, img)
+		}
+	}
+	return out
+}
+
 // errNotCached is what a cached-only evaluation meets where it would have
 // to verify or resolve.
 var errNotCached = errors.New("not cached")
@@ -130,10 +153,7 @@ func (e *Engine) EvaluateCached(req Request) (Report, bool) {
 		return rep, true
 	}
 	co := &cachedOnly{}
-	for i, img := range req.Images {
-		if slices.Contains(req.Images[:i], img) {
-			continue
-		}
+	for _, img := range distinct(req.Images) {
 		d, ok := e.decide(context.Background(), p, req, img, co)
 		if !ok {
 			return Report{}, false

@@ -67,10 +67,13 @@ type Object struct {
 }
 
 // Images returns the images of o in first-seen order, without duplicates.
-func (o *Object) Images() []string {
-	seen := make(map[string]bool, len(o.Containers))
+func (o *Object) Images() []string { return Images(o.Containers) }
+
+// Images returns the images of cs in first-seen order, without duplicates.
+func Images(cs []Container) []string {
+	seen := make(map[string]bool, len(cs))
 	var out []string
-	for _, c := range o.Containers {
+	for _, c := range cs {
 		if !seen[c.Image] {
 			seen[c.Image] = true
 			out = append(out, c.Image)
