@@ -16,10 +16,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
-// DockerHub is the registry name used for Docker Hub images in canonical
-// references and policy patterns; go-containerregistry calls it index.docker.io.
-const DockerHub = "docker.io"
-
 // The grammar of github.com/distribution/reference, written out: path
 // components are lower-case alphanumerics joined by '.', '_', '__' or dashes;
 // a registry host is a domain or IP with an optional port; a tag is at most
@@ -68,16 +64,24 @@ func Parse(s string) (Ref, error) {
 		}
 		r.digest = dig
 	}
+	// A trailing dot gets its own message: it looks like a harmless
+	// fully-qualified spelling of a host, but the reference grammar (and so
+	// the kubelet) refuses it.
+	if i := strings.IndexByte(rest, '/'); i > 0 && strings.HasSuffix(strings.Split(rest[:i], ":")[0], ".") {
+		return Ref{}, fmt.Errorf("%w %q: %v", ErrInvalid, s, errTrailingDot(rest[:i]))
+	}
 	if !nameRE.MatchString(rest) {
 		return Ref{}, fmt.Errorf("%w %q: not of the form [REGISTRY/]PATH[:TAG]", ErrInvalid, s)
 	}
-	// Lower-case the registry part only: hosts are case-insensitive, repository
-	// paths are not (and upper case there is rejected below, as the kubelet does).
-	if i := strings.IndexByte(rest, '/'); i > 0 {
-		host := rest[:i]
-		if strings.ContainsAny(host, ".:") || strings.EqualFold(host, "localhost") {
-			rest = strings.ToLower(host) + rest[i:]
+	// Normalize the registry part only: hosts are case-insensitive and have
+	// aliases (see NormalizeRegistry); repository paths are case-sensitive
+	// (upper case there is rejected below, as the kubelet does).
+	if i := strings.IndexByte(rest, '/'); i > 0 && IsRegistryHost(rest[:i]) {
+		host, err := NormalizeRegistry(rest[:i])
+		if err != nil {
+			return Ref{}, fmt.Errorf("%w %q: %v", ErrInvalid, s, err)
 		}
+		rest = host + rest[i:]
 	}
 	repoPart := rest
 	if hasTag(rest) {

@@ -24,7 +24,7 @@ func TestParse(t *testing.T) {
 		{in: "reg.io/a/b/c/d:tag", canonical: "reg.io/a/b/c/d:tag", gun: "reg.io/a/b/c/d", tag: "tag", registry: "reg.io"},
 		{in: "reg.io/app@" + dg, canonical: "reg.io/app@" + dg, gun: "reg.io/app", digest: dg, registry: "reg.io"},
 		{in: "reg.io/app:v1@" + dg, canonical: "reg.io/app:v1@" + dg, gun: "reg.io/app", tag: "v1", digest: dg, registry: "reg.io"},
-		{in: "reg.io:443/app:v1@" + dg, canonical: "reg.io:443/app:v1@" + dg, gun: "reg.io:443/app", tag: "v1", digest: dg, registry: "reg.io:443"},
+		{in: "reg.io:443/app:v1@" + dg, canonical: "reg.io/app:v1@" + dg, gun: "reg.io/app", tag: "v1", digest: dg, registry: "reg.io"},
 		{in: "nginx@" + dg, canonical: "docker.io/library/nginx@" + dg, gun: "docker.io/library/nginx", digest: dg, registry: "docker.io"},
 	}
 	for _, tc := range tests {
@@ -51,6 +51,86 @@ func TestParse(t *testing.T) {
 				t.Errorf("round trip of %q: %v %q", r.String(), err, r2.String())
 			}
 		})
+	}
+}
+
+// TestRegistryAliases checks each spelling of a registry host against the
+// canonical name the kubelet's server is known by (see host.go for why each
+// one is merged or kept apart). The canonical form is what /mutate writes,
+// so it must itself parse to the same name.
+func TestRegistryAliases(t *testing.T) {
+	tests := []struct {
+		in, canonical, registry string
+	}{
+		// Default HTTPS port: the same server.
+		{"myreg.example.com:443/team/app:1", "myreg.example.com/team/app:1", "myreg.example.com"},
+		{"MyReg.Example.COM:443/team/app:1", "myreg.example.com/team/app:1", "myreg.example.com"},
+		{"10.1.2.3:443/team/app:1", "10.1.2.3/team/app:1", "10.1.2.3"},
+		{"localhost:443/app:1", "localhost/app:1", "localhost"},
+		// Port 80 and other ports are other sockets under HTTPS: kept.
+		{"myreg.example.com:80/team/app:1", "myreg.example.com:80/team/app:1", "myreg.example.com:80"},
+		{"myreg.example.com:4443/team/app:1", "myreg.example.com:4443/team/app:1", "myreg.example.com:4443"},
+		// Ports are numbers: a leading zero dials the same port.
+		{"myreg.example.com:0443/team/app:1", "myreg.example.com/team/app:1", "myreg.example.com"},
+		{"myreg.example.com:05000/team/app:1", "myreg.example.com:5000/team/app:1", "myreg.example.com:5000"},
+		// Docker Hub's three names, with and without the default port.
+		{"docker.io/myorg/app:1", "docker.io/myorg/app:1", "docker.io"},
+		{"registry-1.docker.io/myorg/app:1", "docker.io/myorg/app:1", "docker.io"},
+		{"index.docker.io/myorg/app:1", "docker.io/myorg/app:1", "docker.io"},
+		{"Registry-1.Docker.IO/myorg/app:1", "docker.io/myorg/app:1", "docker.io"},
+		{"registry-1.docker.io:443/myorg/app:1", "docker.io/myorg/app:1", "docker.io"},
+		{"docker.io:443/myorg/app:1", "docker.io/myorg/app:1", "docker.io"},
+		{"registry-1.docker.io/nginx", "docker.io/library/nginx:latest", "docker.io"},
+		{"index.docker.io/nginx@" + dg, "docker.io/library/nginx@" + dg, "docker.io"},
+		// Not Docker Hub: only the exact names are merged.
+		{"docker.io.evil.com/myorg/app:1", "docker.io.evil.com/myorg/app:1", "docker.io.evil.com"},
+		{"registry-2.docker.io/myorg/app:1", "registry-2.docker.io/myorg/app:1", "registry-2.docker.io"},
+		{"registry-1.docker.io:5000/myorg/app:1", "registry-1.docker.io:5000/myorg/app:1", "registry-1.docker.io:5000"},
+		// localhost: lower-cased, not merged with loopback addresses.
+		{"LOCALHOST:5000/app:1", "localhost:5000/app:1", "localhost:5000"},
+		{"LocalHost/app:1", "localhost/app:1", "localhost"},
+		{"127.0.0.1:5000/app:1", "127.0.0.1:5000/app:1", "127.0.0.1:5000"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			r, err := Parse(tc.in)
+			if err != nil {
+				t.Fatalf("Parse(%q): %v", tc.in, err)
+			}
+			if r.String() != tc.canonical || r.Registry() != tc.registry {
+				t.Errorf("Parse(%q) = %q (registry %q), want %q (registry %q)", tc.in, r.String(), r.Registry(), tc.canonical, tc.registry)
+			}
+			if r2, err := Parse(r.String()); err != nil || r2.String() != r.String() {
+				t.Errorf("canonical %q does not parse to itself: %q, %v", r.String(), r2.String(), err)
+			}
+			// What registry calls and pulls use must be the same server.
+			if _, err := r.Name(); err != nil {
+				t.Errorf("Name() of %q: %v", r.String(), err)
+			}
+		})
+	}
+}
+
+func TestNormalizeRegistryErrors(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"myreg.example.com.", "ends in a dot"},
+		{"myreg.example.com.:443", "ends in a dot"},
+		{"localhost.", "ends in a dot"},
+		{"myreg.example.com:", "empty port"},
+		{"myreg.example.com:0", "not between 1 and 65535"},
+		{"myreg.example.com:65536", "not between 1 and 65535"},
+		{"myreg.example.com:99999999999999999999", "not between 1 and 65535"},
+		{"", "empty registry host"},
+	} {
+		if got, err := NormalizeRegistry(tc.in); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("NormalizeRegistry(%q) = %q, %v; want an error containing %q", tc.in, got, err, tc.want)
+		}
+	}
+	// Through Parse the trailing dot gets the same precise message.
+	for _, in := range []string{"myreg.example.com./team/app:1", "myreg.example.com.:443/team/app:1"} {
+		if _, err := Parse(in); err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "ends in a dot") {
+			t.Errorf("Parse(%q) = %v, want ErrInvalid saying the host ends in a dot", in, err)
+		}
 	}
 }
 

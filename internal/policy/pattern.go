@@ -42,13 +42,16 @@ func CompilePattern(p string) (Pattern, error) {
 		}
 	}
 	first := segs[0]
-	isHost := strings.ContainsAny(first, ".:") || first == "localhost" || strings.EqualFold(first, "localhost")
 	switch {
-	case isHost:
-		segs[0] = strings.ToLower(first)
-		if segs[0] == "index.docker.io" || segs[0] == "registry-1.docker.io" {
-			segs[0] = imageref.DockerHub
+	case imageref.IsRegistryHost(first):
+		// The same function as imageref.Parse, so that a pattern and a
+		// reference spelling one registry differently (case, :443, Docker
+		// Hub's three names) still meet.
+		host, err := imageref.NormalizeRegistry(first)
+		if err != nil {
+			return Pattern{}, fmt.Errorf("pattern %q: %w", p, err)
 		}
+		segs[0] = host
 		if len(segs) == 1 {
 			return Pattern{}, fmt.Errorf("pattern %q: names a registry but no repository (use %s/**)", p, p)
 		}
