@@ -1,0 +1,246 @@
+package cosign
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// Bounds on what a registry may make trustgate read. Signature manifests
+// and indexes are a few KiB; a bundle with a certificate chain is under
+// 20 KiB. Generous but finite.
+const (
+	maxManifestBytes = 1 << 20
+	maxBlobBytes     = 1 << 20
+	// maxCandidates bounds how many signature artifacts one verification
+	// looks at (bundles plus legacy layers): beyond it the rest is ignored,
+	// so a registry cannot make one admission fetch without end.
+	maxCandidates = 32
+)
+
+// Media types cosign writes.
+const (
+	bundleMediaTypePrefix = "application/vnd.dev.sigstore.bundle"
+	bundleArtifactType    = "application/vnd.dev.sigstore.bundle.v0.3+json"
+	simpleSigningType     = "application/vnd.dev.cosign.simplesigning.v1+json"
+	ociIndex              = "application/vnd.oci.image.index.v1+json"
+	ociManifest           = "application/vnd.oci.image.manifest.v1+json"
+	dockerManifest        = "application/vnd.docker.distribution.manifest.v2+json"
+	// predicateTypeAnnotation is what cosign writes on a bundle manifest;
+	// it is unsigned, so it only saves fetching attestations: the signed
+	// statement's predicateType is checked after verification.
+	predicateTypeAnnotation = "dev.sigstore.bundle.predicateType"
+	// signPredicateType marks a bundle that signs the image itself (cosign
+	// sign) rather than a statement about it (cosign attest).
+	signPredicateType = "https://sigstore.dev/cosign/sign/v1"
+)
+
+// errNotFound marks a 404: no such manifest, which is "unsigned", not an
+// outage.
+var errNotFound = errors.New("not found")
+
+// descriptor is the part of an OCI descriptor used here.
+type descriptor struct {
+	MediaType    string            `json:"mediaType"`
+	ArtifactType string            `json:"artifactType,omitempty"`
+	Digest       string            `json:"digest"`
+	Size         int64             `json:"size"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+}
+
+// manifest is the part of an OCI image manifest or index used here.
+type manifest struct {
+	SchemaVersion int               `json:"schemaVersion"`
+	MediaType     string            `json:"mediaType,omitempty"`
+	ArtifactType  string            `json:"artifactType,omitempty"`
+	Config        descriptor        `json:"config"`
+	Layers        []descriptor      `json:"layers,omitempty"`
+	Manifests     []descriptor      `json:"manifests,omitempty"`
+	Subject       *descriptor       `json:"subject,omitempty"`
+	Annotations   map[string]string `json:"annotations,omitempty"`
+}
+
+// repoClient reads one repository with one authenticated transport (one
+// ping and at most one token per verification).
+type repoClient struct {
+	client *http.Client
+	base   string // scheme://host/v2/<repo>
+}
+
+// openRepo authenticates to repo's registry with kc. The transport pings
+// /v2/ and, for a bearer challenge, fetches a pull token for repo.
+func openRepo(ctx context.Context, base http.RoundTripper, repo name.Repository, kc authn.Keychain) (*repoClient, error) {
+	if kc == nil {
+		kc = authn.NewMultiKeychain()
+	}
+	auth, err := authn.Resolve(ctx, kc, repo)
+	if err != nil {
+		return nil, fmt.Errorf("credentials for %s: %w", repo.RegistryStr(), err)
+	}
+	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, base, []string{repo.Scope(transport.PullScope)})
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", repo.RegistryStr(), err)
+	}
+	return &repoClient{
+		client: &http.Client{
+			Transport: rt,
+			// Blob GETs may be redirected to the registry's storage; more
+			// than a few hops is a loop or an attack.
+			CheckRedirect: func(req *http.Request, via []*http.Request) error {
+				if len(via) >= 3 {
+					return errors.New("stopped after 3 redirects")
+				}
+				if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+					return errors.New("refusing redirect from https to http")
+				}
+				return nil
+			},
+		},
+		base: fmt.Sprintf("%s://%s/v2/%s", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr()),
+	}, nil
+}
+
+// get fetches path under the repository, reading at most limit bytes.
+// found is false for 404 (and for the referrers API's "unsupported"
+// answers when okMissing lists them).
+func (c *repoClient) get(ctx context.Context, path string, accept []string, limit int64, missing ...int) (body []byte, contentType string, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(accept) > 0 {
+		req.Header.Set("Accept", strings.Join(accept, ", "))
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	for _, m := range append(missing, http.StatusNotFound) {
+		if resp.StatusCode == m {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+			return nil, "", fmt.Errorf("GET %s: %d: %w", path, resp.StatusCode, errNotFound)
+		}
+	}
+	if err := transport.CheckError(resp, http.StatusOK); err != nil {
+		return nil, "", err
+	}
+	if resp.ContentLength > limit {
+		return nil, "", fmt.Errorf("GET %s: %d bytes, more than the %d allowed", path, resp.ContentLength, limit)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, "", fmt.Errorf("GET %s: %w", path, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, "", fmt.Errorf("GET %s: more than the %d bytes allowed", path, limit)
+	}
+	return b, resp.Header.Get("Content-Type"), nil
+}
+
+// manifest fetches a manifest by tag or digest and decodes it; a digest
+// reference is checked against the bytes received.
+func (c *repoClient) manifest(ctx context.Context, ref string, accept ...string) (*manifest, error) {
+	b, _, err := c.get(ctx, "/manifests/"+ref, accept, maxManifestBytes)
+	if err != nil {
+		return nil, err
+	}
+	if strings.HasPrefix(ref, "sha256:") {
+		if err := checkDigest(ref, b); err != nil {
+			return nil, &contentError{fmt.Errorf("manifest %s: %w", ref, err)}
+		}
+	}
+	var m manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, &contentError{fmt.Errorf("manifest %s: %w", ref, err)}
+	}
+	return &m, nil
+}
+
+// blob fetches a blob and checks its digest and declared size.
+func (c *repoClient) blob(ctx context.Context, d descriptor) ([]byte, error) {
+	if d.Size > maxBlobBytes {
+		return nil, &contentError{fmt.Errorf("blob %s: %d bytes, more than the %d allowed", d.Digest, d.Size, maxBlobBytes)}
+	}
+	if !strings.HasPrefix(d.Digest, "sha256:") {
+		return nil, &contentError{fmt.Errorf("blob %q: only sha256 digests are supported", d.Digest)}
+	}
+	b, _, err := c.get(ctx, "/blobs/"+d.Digest, nil, maxBlobBytes)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkDigest(d.Digest, b); err != nil {
+		return nil, &contentError{fmt.Errorf("blob %s: %w", d.Digest, err)}
+	}
+	if int64(len(b)) != d.Size {
+		return nil, &contentError{fmt.Errorf("blob %s: %d bytes, descriptor says %d", d.Digest, len(b), d.Size)}
+	}
+	return b, nil
+}
+
+// referrers lists the bundle referrers of digest: the OCI referrers API,
+// or the `sha256-<hex>` tag index on registries without it (as cosign and
+// the OCI distribution spec do).
+func (c *repoClient) referrers(ctx context.Context, digest string) ([]descriptor, error) {
+	var idx manifest
+	b, ct, err := c.get(ctx, "/referrers/"+digest+"?artifactType="+bundleArtifactType, []string{ociIndex}, maxManifestBytes,
+		http.StatusBadRequest, http.StatusNotAcceptable, http.StatusMethodNotAllowed)
+	switch {
+	case err == nil && strings.HasPrefix(ct, ociIndex):
+		if err := json.Unmarshal(b, &idx); err != nil {
+			return nil, fmt.Errorf("referrers of %s: %w", digest, err)
+		}
+	case err == nil || errors.Is(err, errNotFound):
+		// No referrers API (distribution 2.x answers 404): the tag schema.
+		m, err := c.manifest(ctx, tagFor(digest, ""), ociIndex)
+		if errors.Is(err, errNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("referrers tag of %s: %w", digest, err)
+		}
+		idx = *m
+	default:
+		return nil, fmt.Errorf("referrers of %s: %w", digest, err)
+	}
+	var out []descriptor
+	for _, d := range idx.Manifests {
+		// Filter ourselves: the tag index holds Notation signatures and
+		// attestations too, and a registry may ignore the query filter.
+		if d.ArtifactType != bundleArtifactType && !strings.HasPrefix(d.ArtifactType, bundleMediaTypePrefix) {
+			continue
+		}
+		if pt, ok := d.Annotations[predicateTypeAnnotation]; ok && pt != signPredicateType {
+			continue
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// tagFor is cosign's tag for artifacts of digest: sha256-<hex>[.suffix].
+func tagFor(digest, suffix string) string {
+	t := strings.Replace(digest, ":", "-", 1)
+	if suffix != "" {
+		t += "." + suffix
+	}
+	return t
+}
+
+func checkDigest(want string, b []byte) error {
+	sum := sha256.Sum256(b)
+	if got := "sha256:" + hex.EncodeToString(sum[:]); got != want {
+		return fmt.Errorf("content digest %s does not match %s", got, want)
+	}
+	return nil
+}
