@@ -16,7 +16,6 @@ import (
 	"github.com/trustgate-dev/trustgate/bench/loadgen"
 	"github.com/trustgate-dev/trustgate/internal/admission"
 	"github.com/trustgate-dev/trustgate/internal/engine"
-	"github.com/trustgate-dev/trustgate/internal/imageref"
 	"github.com/trustgate-dev/trustgate/internal/policy"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 	"github.com/trustgate-dev/trustgate/internal/workload"
@@ -35,7 +34,7 @@ type countingVerifier struct{ calls atomic.Int64 }
 
 func (v *countingVerifier) Name() string { return "fixed" }
 func (v *countingVerifier) Type() string { return "fixed" }
-func (v *countingVerifier) Verify(_ context.Context, _ imageref.Ref) (*verify.Result, error) {
+func (v *countingVerifier) Verify(_ context.Context, _ verify.Subject) (*verify.Result, error) {
 	v.calls.Add(1)
 	return &verify.Result{Digest: digest, Signers: []string{"targets/releases"}, Reason: "signed"}, nil
 }

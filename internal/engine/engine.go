@@ -39,6 +39,12 @@ type Decision struct {
 	Signers []string
 	Reason  string
 	Cached  bool
+	// Unavailable marks a deny because a check could not complete
+	// (timeout, server error) rather than a definite no: the API server is
+	// told so (a 503, not a 403), and it is never cached.
+	Unavailable bool
+	// Outcomes records what each verifier of the rule said (combine.go).
+	Outcomes []Outcome
 }
 
 // Report is the outcome of one Request.

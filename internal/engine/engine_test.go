@@ -31,12 +31,18 @@ type tableVerifier struct {
 	delay  time.Duration
 	down   bool
 	calls  atomic.Int64
+	// digestBound makes it a scheme that judges a digest the engine gives
+	// it (cosign, Notation) instead of binding tags.
+	digestBound bool
 }
+
+func (v *tableVerifier) BindsTags() bool { return !v.digestBound }
 
 func (v *tableVerifier) Name() string { return v.name }
 func (v *tableVerifier) Type() string { return "table" }
-func (v *tableVerifier) Verify(ctx context.Context, ref imageref.Ref) (*verify.Result, error) {
+func (v *tableVerifier) Verify(ctx context.Context, s verify.Subject) (*verify.Result, error) {
 	v.calls.Add(1)
+	ref := s.Reference()
 	if v.delay > 0 {
 		select {
 		case <-time.After(v.delay):
@@ -108,6 +114,7 @@ rules:
 func TestEvaluate(t *testing.T) {
 	dct := &tableVerifier{name: "dct", signed: map[string]string{
 		"reg.io/team/app:v1": dA, "reg.io/strict/app:v1": dA, "reg.io/strict/split:v1": dA, "reg.io/migrating/app:v1": dA,
+		"reg.io/strict/only-dct:v1": dA,
 	}}
 	cosign := &tableVerifier{name: "cosign", signed: map[string]string{
 		"reg.io/strict/app:v1": dA, "reg.io/strict/split:v1": dB, "reg.io/migrating/new:v1": dB,
@@ -129,7 +136,9 @@ func TestEvaluate(t *testing.T) {
 		{name: "digest only", image: "reg.io/team/app@" + dA, allowed: true, rule: "ours", digest: dA},
 		{name: "unsigned tag", image: "reg.io/team/app:v2", rule: "ours", reason: "is not signed"},
 		{name: "all of two", image: "reg.io/strict/app:v1", pin: true, allowed: true, rule: "both", digest: dA, pinTo: "reg.io/strict/app:v1@" + dA},
-		{name: "all of two, one missing", image: "reg.io/team/../strict/x:v1", rule: "", reason: "invalid image reference"},
+		// Issue 9 item 10: the second verifier's "not trusted" denies although the first passed.
+		{name: "all of two, one missing", image: "reg.io/strict/only-dct:v1", rule: "both", reason: "cosign: not trusted: reg.io/strict/only-dct:v1 is not signed"},
+		{name: "invalid reference", image: "reg.io/team/../strict/x:v1", rule: "", reason: "invalid image reference"},
 		{name: "verifiers disagree", image: "reg.io/strict/split:v1", rule: "both", reason: "disagree"},
 		{name: "any: old scheme", image: "reg.io/migrating/app:v1", allowed: true, rule: "either", digest: dA},
 		{name: "any: new scheme", image: "reg.io/migrating/new:v1", allowed: true, rule: "either", digest: dB},

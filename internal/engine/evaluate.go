@@ -33,6 +33,7 @@ type Engine struct {
 	resolved *cache.Cache[string]
 	parsed   *cache.Cache[imageref.Ref]
 	resolver Resolver
+	keychain KeychainFunc // verify.Subject.Keychain (combine.go)
 	metrics  *metrics.Metrics
 	parallel int
 }
@@ -198,12 +199,14 @@ func (e *Engine) decide(ctx context.Context, p *policy.Policy, req Request, img 
 	case policy.ActionAllow:
 		d.Allowed, d.Reason, d.Digest = true, "the rule allows these images without verification", ref.Digest()
 	default:
-		res, err := e.verifyAll(ctx, p, rule, ref, co)
+		res, err := e.verifyAll(ctx, p, rule, ref, req, co)
 		if errors.Is(err, errNotCached) {
 			return d, false
 		}
+		d.Outcomes = res.outcomes
 		if err != nil {
 			d.Reason = err.Error()
+			d.Unavailable = !errors.Is(err, verify.ErrUntrusted)
 			return d, true
 		}
 		d.Allowed, d.Digest, d.Signers, d.Reason, d.Cached = true, res.digest, res.signers, res.reason, res.cached
@@ -240,76 +243,17 @@ func (e *Engine) parse(img string) (imageref.Ref, error) {
 
 func (e *Engine) count(d Decision) {
 	if e.metrics != nil {
-		res := "deny"
-		if d.Allowed {
-			res = "allow"
-		}
+		res := d.Verdict() // allow, deny, or unavailable (could not complete)
 		e.metrics.Decisions.WithLabelValues(d.Rule, res).Inc()
 	}
-}
-
-type combined struct {
-	digest  string
-	signers []string
-	reason  string
-	cached  bool
-}
-
-// verifyAll applies the rule's verifiers: all must pass (require: all) or
-// the first to pass wins (require: any). Verifiers that prove digests must
-// agree with each other and with a digest in the reference.
-func (e *Engine) verifyAll(ctx context.Context, p *policy.Policy, rule *policy.Rule, ref imageref.Ref, co *cachedOnly) (combined, error) {
-	var out combined
-	var failures []string
-	out.cached = true
-	for _, v := range rule.Verifiers {
-		res, src, err := e.verifyOne(ctx, p, v, ref, co)
-		if errors.Is(err, errNotCached) {
-			return combined{}, err
-		}
-		if src != cache.Hit {
-			out.cached = false
-		}
-		if err == nil && res.Digest != "" {
-			if ref.Digest() != "" && res.Digest != ref.Digest() {
-				err = fmt.Errorf("%w: %s proved %s, but the reference asks for %s", verify.ErrUntrusted, v.Name(), res.Digest, ref.Digest())
-			} else if out.digest != "" && out.digest != res.Digest {
-				err = fmt.Errorf("%w: verifiers disagree on the digest (%s vs %s)", verify.ErrUntrusted, out.digest, res.Digest)
-			}
-		}
-		if err != nil {
-			if rule.Require == policy.RequireAll {
-				return combined{}, err
-			}
-			failures = append(failures, err.Error())
-			continue
-		}
-		if res.Digest != "" {
-			out.digest = res.Digest
-		}
-		out.signers = append(out.signers, res.Signers...)
-		if out.reason != "" {
-			out.reason += "; "
-		}
-		out.reason += fmt.Sprintf("%s: %s", v.Name(), res.Reason)
-		if rule.Require == policy.RequireAny {
-			return out, nil
-		}
-	}
-	if rule.Require == policy.RequireAny {
-		return combined{}, fmt.Errorf("no verifier passed: %s", strings.Join(failures, "; "))
-	}
-	if out.digest == "" {
-		out.digest = ref.Digest()
-	}
-	return out, nil
 }
 
 func cacheKey(p *policy.Policy, verifier string, ref imageref.Ref) string {
 	return p.Generation + "|" + verifier + "|" + ref.String()
 }
 
-func (e *Engine) verifyOne(ctx context.Context, p *policy.Policy, v verify.Verifier, ref imageref.Ref, co *cachedOnly) (*verify.Result, cache.Source, error) {
+func (e *Engine) verifyOne(ctx context.Context, p *policy.Policy, v verify.Verifier, s verify.Subject, co *cachedOnly) (*verify.Result, cache.Source, error) {
+	ref := s.Reference()
 	key := cacheKey(p, v.Name(), ref)
 	if co != nil {
 		out, ok := e.results.Get(key)
@@ -326,7 +270,7 @@ func (e *Engine) verifyOne(ctx context.Context, p *policy.Policy, v verify.Verif
 		},
 		func(vctx context.Context) cache.Outcome[*verify.Result] {
 			start := time.Now()
-			res, err := v.Verify(vctx, ref)
+			res, err := v.Verify(vctx, s)
 			if err == nil && res == nil {
 				err = fmt.Errorf("%w: verifier %s returned no result", verify.ErrUnavailable, v.Name())
 			}

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,13 +50,31 @@ const (
 	ActionDeny   Action = "deny"
 )
 
-// Require says how a rule's verifiers combine.
+// Require says how a rule's verifiers combine: "all", "any", or a number k
+// (at least k of the listed verifiers), as written.
 type Require string
 
 const (
 	RequireAll Require = "all" // every listed verifier must pass
 	RequireAny Require = "any" // one is enough (migrations between schemes)
 )
+
+// UnmarshalJSON accepts `require: all`, `require: any` and `require: 2`
+// (a YAML number); the number is checked against the rule's verifiers when
+// the rule is compiled.
+func (r *Require) UnmarshalJSON(b []byte) error {
+	var n int
+	if err := json.Unmarshal(b, &n); err == nil {
+		*r = Require(strconv.Itoa(n))
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("require: want all, any or a number of verifiers, got %s", b)
+	}
+	*r = Require(s)
+	return nil
+}
 
 // ErrInvalid is matched by every policy error.
 var ErrInvalid = errors.New("invalid policy")
@@ -94,6 +113,10 @@ type SettingsFile struct {
 type VerifierFile struct {
 	Name string `json:"name"`
 	Type string `json:"type"`
+	// Deprecated, when set, says why this verifier is on its way out (e.g.
+	// "DCT ends on Docker Hub on 2026-12-08"); images admitted only through
+	// deprecated verifiers are admitted with a warning naming it.
+	Deprecated string `json:"deprecated,omitempty"`
 	// Type-specific blocks, keyed by type name.
 	NotaryV1     json.RawMessage `json:"notaryv1,omitempty"`
 	ACRSignedTag json.RawMessage `json:"acrSignedTag,omitempty"`
@@ -132,7 +155,9 @@ type Policy struct {
 	ExemptNamespaces []string
 	Rules            []*Rule
 	Verifiers        map[string]verify.Verifier
-	Settings         Settings
+	// Deprecated maps a verifier's name to the reason it is deprecated.
+	Deprecated map[string]string
+	Settings   Settings
 	// Generation identifies this policy's content; caches key on it so a
 	// changed policy never reuses an old decision.
 	Generation string
@@ -152,7 +177,10 @@ type Rule struct {
 	Action     Action
 	Verifiers  []verify.Verifier
 	Require    Require
-	PinDigest  bool
+	// Need is how many of Verifiers must pass: len(Verifiers) for all, 1
+	// for any, k for `require: k`.
+	Need      int
+	PinDigest bool
 }
 
 // Match returns the first rule (in file order) that covers ref in namespace
@@ -270,6 +298,12 @@ func parse(data []byte, factories map[string]verify.Factory, deps verify.Deps) (
 			return nil, fmt.Errorf("%s (%s).%s: %w", field, vf.Name, vf.Type, err)
 		}
 		p.Verifiers[vf.Name] = v
+		if vf.Deprecated != "" {
+			if p.Deprecated == nil {
+				p.Deprecated = map[string]string{}
+			}
+			p.Deprecated[vf.Name] = vf.Deprecated
+		}
 	}
 	seen := map[string]bool{}
 	for i, rf := range f.Rules {
@@ -312,12 +346,8 @@ func compileRule(rf RuleFile, verifiers map[string]verify.Verifier) (*Rule, erro
 	default:
 		return nil, fmt.Errorf("(%s).action: %q is not one of verify, allow, deny", rf.Name, rf.Action)
 	}
-	switch r.Require {
-	case "":
+	if r.Require == "" {
 		r.Require = RequireAll
-	case RequireAll, RequireAny:
-	default:
-		return nil, fmt.Errorf("(%s).require: %q is not one of all, any", rf.Name, rf.Require)
 	}
 	if r.Action == ActionAllow && r.PinDigest {
 		// Pinning an unverified image means asking its registry for the
@@ -333,6 +363,9 @@ func compileRule(rf RuleFile, verifiers map[string]verify.Verifier) (*Rule, erro
 		if len(rf.Verify) > 0 {
 			return nil, fmt.Errorf("(%s).verify: only allowed with action verify", rf.Name)
 		}
+		if rf.Require != "" {
+			return nil, fmt.Errorf("(%s).require: only allowed with action verify", rf.Name)
+		}
 		return r, nil
 	}
 	if len(rf.Verify) == 0 {
@@ -343,7 +376,25 @@ func compileRule(rf RuleFile, verifiers map[string]verify.Verifier) (*Rule, erro
 		if !ok {
 			return nil, fmt.Errorf("(%s).verify[%d]: no verifier named %q", rf.Name, j, n)
 		}
+		if slices.Contains(rf.Verify[:j], n) {
+			return nil, fmt.Errorf("(%s).verify[%d]: %q is listed twice", rf.Name, j, n)
+		}
 		r.Verifiers = append(r.Verifiers, v)
+	}
+	switch r.Require {
+	case RequireAll:
+		r.Need = len(r.Verifiers)
+	case RequireAny:
+		r.Need = 1
+	default:
+		k, err := strconv.Atoi(string(r.Require))
+		if err != nil {
+			return nil, fmt.Errorf("(%s).require: %q is not one of all, any, or a number of verifiers", rf.Name, rf.Require)
+		}
+		if k < 1 || k > len(r.Verifiers) {
+			return nil, fmt.Errorf("(%s).require: %d is not between 1 and the %d verifiers listed", rf.Name, k, len(r.Verifiers))
+		}
+		r.Need = k
 	}
 	return r, nil
 }

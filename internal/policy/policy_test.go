@@ -23,7 +23,7 @@ type recordingVerifier struct {
 
 func (v *recordingVerifier) Name() string { return v.name }
 func (v *recordingVerifier) Type() string { return "fake" }
-func (v *recordingVerifier) Verify(context.Context, imageref.Ref) (*verify.Result, error) {
+func (v *recordingVerifier) Verify(context.Context, verify.Subject) (*verify.Result, error) {
 	return nil, verify.ErrUntrusted
 }
 

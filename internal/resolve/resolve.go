@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/trustgate-dev/trustgate/internal/imageref"
+	"github.com/trustgate-dev/trustgate/internal/verify"
 )
 
 // Auth names the credentials of the pod being admitted.
@@ -56,7 +57,28 @@ func New(timeout time.Duration, opts ...Option) *Resolver {
 	for _, o := range opts {
 		o(r)
 	}
+	// go-containerregistry's client follows redirects anywhere. Registries
+	// do redirect blob GETs to storage hosts, but resolving only sends the
+	// manifest HEAD (and the /v2/ ping), which the registry answers itself;
+	// a registry that redirects those (registry.k8s.io does) is refused
+	// rather than followed, so trustgate contacts only the registry a rule
+	// names and the token realm its challenge names (issue 9, item 5).
+	r.transport = verify.RefuseCrossOriginRedirects(r.transport)
 	return r
+}
+
+// Keychain returns the credentials a pod's images are fetched with: its own
+// pull credentials first (when configured), then the static keychain. The
+// engine hands the same keychain to verifiers (verify.Subject.Keychain).
+func (r *Resolver) Keychain(ctx context.Context, auth Auth) (authn.Keychain, error) {
+	if r.pod == nil {
+		return r.keychain, nil
+	}
+	pk, err := r.pod(ctx, auth)
+	if err != nil {
+		return nil, fmt.Errorf("pull credentials of namespace %s: %w", auth.Namespace, err)
+	}
+	return authn.NewMultiKeychain(pk, r.keychain), nil
 }
 
 // Resolve returns "sha256:…" for ref's tag (or ref's own digest).
@@ -70,13 +92,9 @@ func (r *Resolver) Resolve(ctx context.Context, ref imageref.Ref, auth Auth) (st
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	kc := r.keychain
-	if r.pod != nil {
-		pk, err := r.pod(ctx, auth)
-		if err != nil {
-			return "", fmt.Errorf("resolve %s: pull credentials of namespace %s: %w", ref, auth.Namespace, err)
-		}
-		kc = authn.NewMultiKeychain(pk, r.keychain)
+	kc, err := r.Keychain(ctx, auth)
+	if err != nil {
+		return "", fmt.Errorf("resolve %s: %w", ref, err)
 	}
 	desc, err := remote.Head(n, remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithTransport(r.transport))
 	if err != nil {

@@ -5,9 +5,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // The helpers below are shared by the scheme implementations (notaryv1,
@@ -42,7 +46,7 @@ func LoadCAFile(baseDir, file string) (*x509.CertPool, error) {
 
 // NewHTTPClient builds the one client a verifier uses: its own keep-alive
 // pool cloned from base (http.DefaultTransport when nil), rootCAs added when
-// set, redirects limited and never from https to http.
+// set, redirects only within the origin of the request (CheckRedirect).
 func NewHTTPClient(base http.RoundTripper, rootCAs *x509.CertPool) (*http.Client, error) {
 	if base == nil {
 		base = http.DefaultTransport
@@ -68,16 +72,112 @@ func NewHTTPClient(base http.RoundTripper, rootCAs *x509.CertPool) (*http.Client
 		// TLS handshake costs ten times a metadata fetch on a warm one.
 		t.MaxIdleConnsPerHost = max(t.MaxIdleConnsPerHost, 16)
 	}
-	return &http.Client{
-		Transport: rt,
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) >= 3 {
-				return errors.New("stopped after 3 redirects")
-			}
-			if len(via) > 0 && via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
-				return errors.New("refusing redirect from https to http")
-			}
-			return nil
-		},
-	}, nil
+	return &http.Client{Transport: rt, CheckRedirect: CheckRedirect}, nil
+}
+
+// maxRedirects bounds the same-origin redirects one request may follow.
+const maxRedirects = 3
+
+// ErrRedirect is matched (errors.Is) by every refused redirect.
+var ErrRedirect = errors.New("redirect refused")
+
+// CheckRedirect is the http.Client redirect policy of every outbound client:
+// a verifier contacts only its configured server (README, "No contact with
+// strangers"), so a redirect may change the path but never the scheme, host
+// or port of the first request (that also refuses https→http), and at most
+// maxRedirects are followed. TUF would still catch tampered metadata from
+// another host, but following the redirect would let a server send
+// trustgate, from inside the cluster, to any address it likes.
+//
+// A token realm on another host (the registry token flow, e.g. Docker Hub's
+// auth.docker.io) is not a redirect: it is a new request to the host the
+// configured server's 401 challenge names, and a redirect from the realm is
+// judged against the realm.
+func CheckRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) == 0 {
+		return nil
+	}
+	if err := checkRedirectTarget(via[0].URL, req.URL); err != nil {
+		return err
+	}
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("%w: stopped after %d redirects", ErrRedirect, maxRedirects)
+	}
+	return nil
+}
+
+func checkRedirectTarget(from, to *url.URL) error {
+	if from.Scheme == "https" && to.Scheme != "https" {
+		return fmt.Errorf("%w: refusing redirect from https to %s (%s)", ErrRedirect, to.Scheme, origin(to))
+	}
+	if origin(from) != origin(to) {
+		return fmt.Errorf("%w: %s redirected to another host, %s; only %s is contacted", ErrRedirect, origin(from), origin(to), origin(from))
+	}
+	return nil
+}
+
+// origin is scheme://host:port with the host lower-cased and the default
+// port written out, so "https://Reg" and "https://reg:443" compare equal.
+func origin(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		switch strings.ToLower(u.Scheme) {
+		case "https":
+			port = "443"
+		case "http":
+			port = "80"
+		}
+	}
+	return strings.ToLower(u.Scheme) + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}
+
+// RefuseCrossOriginRedirects wraps a transport for clients whose redirect
+// policy trustgate does not control (go-containerregistry's remote builds
+// its own http.Client, which follows up to 10 redirects anywhere): a 3xx
+// answer whose Location leaves the request's origin becomes an error before
+// the client can follow it, so the other host gets no request. Same-origin
+// redirects pass through to the client.
+func RefuseCrossOriginRedirects(rt http.RoundTripper) http.RoundTripper {
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	if _, ok := rt.(sameOriginTransport); ok {
+		return rt
+	}
+	return sameOriginTransport{rt}
+}
+
+type sameOriginTransport struct{ next http.RoundTripper }
+
+func (t sameOriginTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil || !isRedirect(resp.StatusCode) {
+		return resp, err
+	}
+	loc := resp.Header.Get("Location")
+	if loc == "" {
+		return resp, nil // the client does not follow it either
+	}
+	to, perr := req.URL.Parse(loc)
+	if perr == nil {
+		perr = checkRedirectTarget(req.URL, to)
+	}
+	if perr != nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if !errors.Is(perr, ErrRedirect) {
+			perr = fmt.Errorf("%w: unparsable Location %q from %s: %v", ErrRedirect, loc, origin(req.URL), perr)
+		}
+		return nil, perr
+	}
+	return resp, nil
+}
+
+func isRedirect(code int) bool {
+	switch code {
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+		http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		return true
+	}
+	return false
 }

@@ -1,6 +1,7 @@
 // Package verify is the contract between trustgate's policy and its
-// signature schemes: a Verifier says whether one normalized image reference
-// is trusted and, if so, which digest was proven.
+// signature schemes: a Verifier says whether one image (a Subject: reference,
+// digest under judgement, registry credentials) is trusted and, if so, which
+// digest was proven.
 package verify
 
 import (
@@ -11,21 +12,20 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
-
-	"github.com/trustgate-dev/trustgate/internal/imageref"
 )
 
 // Verifier checks one image against one trust configuration.
 //
-// Verify returns a Result only when the image is trusted. Any error means the
-// image is not admitted by this verifier; errors wrap ErrUntrusted when the
-// answer is a definite "no" (cacheable for a short while) and ErrUnavailable
-// when the check could not complete (never cached, retried next time).
+// Verify returns a Result only when the subject is trusted. Any error means
+// the image is not admitted by this verifier; errors wrap ErrUntrusted when
+// the answer is a definite "no" (cacheable for a short while) and
+// ErrUnavailable when the check could not complete (never cached, retried
+// next time). When s.Digest is set, the Result's Digest must equal it.
 // Implementations must honour ctx cancellation and be safe for concurrent use.
 type Verifier interface {
 	Name() string
 	Type() string
-	Verify(ctx context.Context, ref imageref.Ref) (*Result, error)
+	Verify(ctx context.Context, s Subject) (*Result, error)
 }
 
 // Result records what a verifier proved.

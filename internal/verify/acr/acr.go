@@ -22,7 +22,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/trustgate-dev/trustgate/internal/imageref"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 	"github.com/trustgate-dev/trustgate/internal/verify/credentials"
 )
@@ -128,8 +127,14 @@ type tagResponse struct {
 	} `json:"tag"`
 }
 
-// Verify admits ref when the registry reports its tag as signed.
-func (v *Verifier) Verify(ctx context.Context, ref imageref.Ref) (*verify.Result, error) {
+// BindsTags reports that the registry's answer says which digest a tag
+// means: the engine asks it before digest-bound schemes.
+func (v *Verifier) BindsTags() bool { return true }
+
+// Verify admits the subject when the registry reports its tag as signed (and,
+// with a digest in the reference or in s.Digest, as that digest).
+func (v *Verifier) Verify(ctx context.Context, s verify.Subject) (*verify.Result, error) {
+	ref := s.Reference()
 	fail := func(kind error, format string, args ...any) error {
 		return fmt.Errorf("acrSignedTag %s: %s: %w", v.name, fmt.Sprintf(format, args...), kind)
 	}

@@ -113,7 +113,7 @@ func TestVerify(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := f.requests.Load()
-			res, err := v.Verify(context.Background(), imageref.MustParse(tc.ref))
+			res, err := v.Verify(context.Background(), verify.Subject{Ref: imageref.MustParse(tc.ref)})
 			if calls := f.requests.Load() - before; calls != tc.wantCalls {
 				t.Errorf("%d requests, want %d", calls, tc.wantCalls)
 			}
@@ -145,7 +145,7 @@ func TestTokenFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 2; i++ {
-		res, err := v.Verify(context.Background(), ref)
+		res, err := v.Verify(context.Background(), verify.Subject{Ref: ref})
 		if err != nil {
 			t.Fatalf("Verify #%d: %v", i, err)
 		}
@@ -161,7 +161,7 @@ func TestTokenFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bad.Verify(context.Background(), ref); !errors.Is(err, verify.ErrUnavailable) {
+	if _, err := bad.Verify(context.Background(), verify.Subject{Ref: ref}); !errors.Is(err, verify.ErrUnavailable) {
 		t.Fatalf("Verify with a wrong password = %v, want ErrUnavailable", err)
 	}
 }

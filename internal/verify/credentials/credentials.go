@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/trustgate-dev/trustgate/internal/imageref"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 )
 
@@ -141,8 +142,11 @@ func normalizeHost(key string) string {
 	if i := strings.IndexByte(k, '/'); i >= 0 {
 		k = k[:i]
 	}
-	if k == "index.docker.io" || k == "registry-1.docker.io" {
-		k = "docker.io"
+	// The same host normalization as references and policy patterns, so
+	// credentials saved for "https://index.docker.io/v1/" or "reg:443" are
+	// found for docker.io and reg.
+	if n, err := imageref.NormalizeRegistry(k); err == nil {
+		return n
 	}
 	return k
 }

@@ -36,6 +36,8 @@ func TestLoad(t *testing.T) {
 		{name: "env half", cfg: &Config{UsernameEnv: "U"}, wantErr: "must be set together"},
 		{name: "both kinds", cfg: &Config{UsernameEnv: "U", PasswordEnv: "P", DockerConfig: "config.json"}, wantErr: "not both"},
 		{name: "docker hub entry for docker.io", cfg: &Config{DockerConfig: "config.json"}, hosts: []string{"docker.io"}, want: Basic{"carol", "pa:ss"}, wantOK: true},
+		{name: "docker hub entry for registry-1.docker.io", cfg: &Config{DockerConfig: "config.json"}, hosts: []string{"registry-1.docker.io"}, want: Basic{"carol", "pa:ss"}, wantOK: true},
+		{name: "default https port is the same host", cfg: &Config{DockerConfig: "config.json"}, hosts: []string{"myreg.azurecr.io:443"}, want: Basic{"dave", "pw"}, wantOK: true},
 		{name: "fallback to second host", cfg: &Config{DockerConfig: "config.json"}, hosts: []string{"notary.example.com", "MyReg.azurecr.io"}, want: Basic{"dave", "pw"}, wantOK: true},
 		{name: "unknown host", cfg: &Config{DockerConfig: "config.json"}, hosts: []string{"r.io"}},
 		{name: "bad auth", cfg: &Config{DockerConfig: "bad.json"}, wantErr: "not base64"},

@@ -34,14 +34,14 @@ func BenchmarkVerifyWarm(b *testing.B) {
 	}
 	ref := imageref.MustParse(testGUN + ":v42")
 	ctx := context.Background()
-	if _, err := v.Verify(ctx, ref); err != nil {
+	if _, err := v.Verify(ctx, verify.Subject{Ref: ref}); err != nil {
 		b.Fatal(err)
 	}
 	srv.ResetCounts()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := v.Verify(ctx, ref); err != nil {
+		if _, err := v.Verify(ctx, verify.Subject{Ref: ref}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -70,7 +70,7 @@ func BenchmarkVerifyCold(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if _, err := v.Verify(ctx, ref); err != nil {
+		if _, err := v.Verify(ctx, verify.Subject{Ref: ref}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -90,14 +90,14 @@ func BenchmarkVerifyRefresh(b *testing.B) {
 	}
 	ref := imageref.MustParse(testGUN + ":v42")
 	ctx := context.Background()
-	if _, err := v.Verify(ctx, ref); err != nil {
+	if _, err := v.Verify(ctx, verify.Subject{Ref: ref}); err != nil {
 		b.Fatal(err)
 	}
 	srv.ResetCounts()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := v.Verify(ctx, ref); err != nil {
+		if _, err := v.Verify(ctx, verify.Subject{Ref: ref}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -133,7 +133,7 @@ func BenchmarkVerifyColdRepo(b *testing.B) {
 				// the connections the parallel requests use.
 				for i := 0; i < 2; i++ {
 					forget(v, testGUN)
-					if _, err := v.Verify(ctx, ref); err != nil {
+					if _, err := v.Verify(ctx, verify.Subject{Ref: ref}); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -143,7 +143,7 @@ func BenchmarkVerifyColdRepo(b *testing.B) {
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
 					forget(v, testGUN)
-					if _, err := v.Verify(ctx, ref); err != nil {
+					if _, err := v.Verify(ctx, verify.Subject{Ref: ref}); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -66,7 +66,7 @@ func verifyRef(t *testing.T, v *Verifier, ref string) (*verify.Result, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return v.Verify(ctx, imageref.MustParse(ref))
+	return v.Verify(ctx, verify.Subject{Ref: imageref.MustParse(ref)})
 }
 
 // wantErr checks err wraps kind and mentions every fragment.

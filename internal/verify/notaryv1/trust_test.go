@@ -277,7 +277,7 @@ func TestServerFailures(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), d)
 			defer cancel()
 			start := time.Now()
-			_, err = v.Verify(ctx, imageref.MustParse(testGUN+":v1"))
+			_, err = v.Verify(ctx, verify.Subject{Ref: imageref.MustParse(testGUN + ":v1")})
 			wantErr(t, err, verify.ErrUnavailable, tc.wantMsg...)
 			if tc.ctxTime > 0 && time.Since(start) > tc.ctxTime+time.Second {
 				t.Errorf("Verify returned after %v, want about the ctx deadline %v", time.Since(start), tc.ctxTime)
@@ -381,7 +381,7 @@ func TestConcurrentRefreshIsCoalesced(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := v.Verify(context.Background(), imageref.MustParse(testGUN+":v1"))
+			_, err := v.Verify(context.Background(), verify.Subject{Ref: imageref.MustParse(testGUN + ":v1")})
 			errs <- err
 		}()
 	}

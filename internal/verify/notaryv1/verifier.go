@@ -1,6 +1,7 @@
 package notaryv1
 
 import (
+	"container/list"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -45,6 +46,10 @@ type Verifier struct {
 	group singleflight.Group
 	mu    sync.Mutex
 	guns  map[string]*gunState
+	// lru orders guns' entries, most recently used first (trust.go);
+	// maxGUNs overrides the bound of that name when positive (tests).
+	lru     list.List
+	maxGUNs int
 }
 
 var _ verify.Verifier = (*Verifier)(nil)
@@ -133,11 +138,17 @@ func (v *Verifier) Name() string { return v.name }
 // Type returns "notaryv1".
 func (v *Verifier) Type() string { return Type }
 
-// Verify admits ref when the repository's Notary metadata signs it.
-func (v *Verifier) Verify(ctx context.Context, ref imageref.Ref) (*verify.Result, error) {
-	res, err := v.verify(ctx, ref)
+// BindsTags reports that notaryv1's signed targets say which digest a tag
+// means: the engine asks it before digest-bound schemes.
+func (v *Verifier) BindsTags() bool { return true }
+
+// Verify admits the subject when the repository's Notary metadata signs it:
+// a tag resolves to its signed digest; with a digest (in the reference or in
+// s.Digest) that digest must be the signed one.
+func (v *Verifier) Verify(ctx context.Context, s verify.Subject) (*verify.Result, error) {
+	res, err := v.verify(ctx, s.Reference())
 	if err != nil {
-		return nil, fmt.Errorf("notaryv1 %s: %w", v.name, err)
+		return nil, fmt.Errorf("notaryv1 %s: %w", v.name, v.explainRetired(err))
 	}
 	return res, nil
 }

@@ -255,7 +255,7 @@ func verifyWithin(t testing.TB, v verify.Verifier, ref string, d time.Duration) 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	return v.Verify(ctx, r)
+	return v.Verify(ctx, verify.Subject{Ref: r})
 }
 
 // outcome is what a case expects: a digest and signer roles when admitted,
