@@ -1,0 +1,205 @@
+// Package notation is the test harness for Notation (Notary Project)
+// signatures: a CA and leaf certificates made in the test, a CRL server,
+// signing with notation-go's own signer (the code `notation sign` runs), and
+// a registry that serves the OCI referrers API.
+package notation
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// ReferrersRegistry is go-containerregistry's in-memory registry with its
+// referrers API, wrapped to behave as an OCI 1.1 registry does for Notation:
+//   - a manifest PUT that carries a subject is answered with the OCI-Subject
+//     header, so notation-go (oras) does not also write the tag index;
+//   - the referrers list takes artifactType from the manifest's own
+//     artifactType field (ggcr takes it from config.mediaType, which for
+//     Notation signatures is the empty config, so a client filtering on
+//     Notation's artifact type would find nothing) and applies the
+//     artifactType query filter, saying so in OCI-Filters-Applied.
+//
+// It counts the requests it serves.
+type ReferrersRegistry struct {
+	srv          *httptest.Server
+	inner        http.Handler
+	referrersAPI bool
+	requests     atomic.Int64
+}
+
+// StartReferrersRegistry serves the registry on 127.0.0.1 over plain HTTP.
+func StartReferrersRegistry() *ReferrersRegistry { return start(true) }
+
+// StartTagSchemaRegistry serves the same registry without the referrers
+// API (404, as Debian's docker-registry 2.8 answers): signatures live in the
+// sha256-<hex> tag index.
+func StartTagSchemaRegistry() *ReferrersRegistry { return start(false) }
+
+func start(referrers bool) *ReferrersRegistry {
+	r := &ReferrersRegistry{
+		referrersAPI: referrers,
+		inner:        registry.New(registry.WithReferrersSupport(referrers), registry.Logger(log.New(io.Discard, "", 0))),
+	}
+	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
+	return r
+}
+
+// NewTagSchemaRegistry is StartTagSchemaRegistry for tests, closed at cleanup.
+func NewTagSchemaRegistry(t testing.TB) *ReferrersRegistry {
+	t.Helper()
+	r := StartTagSchemaRegistry()
+	t.Cleanup(r.Close)
+	return r
+}
+
+// NewReferrersRegistry is StartReferrersRegistry for tests, closed at cleanup.
+func NewReferrersRegistry(t testing.TB) *ReferrersRegistry {
+	t.Helper()
+	r := StartReferrersRegistry()
+	t.Cleanup(r.Close)
+	return r
+}
+
+// Host is 127.0.0.1:PORT.
+func (r *ReferrersRegistry) Host() string { return strings.TrimPrefix(r.srv.URL, "http://") }
+
+// Requests is the number of requests served so far.
+func (r *ReferrersRegistry) Requests() int64 { return r.requests.Load() }
+
+// Close stops the server.
+func (r *ReferrersRegistry) Close() { r.srv.Close() }
+
+func (r *ReferrersRegistry) serve(w http.ResponseWriter, req *http.Request) {
+	r.requests.Add(1)
+	parts := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
+	n := len(parts)
+	switch {
+	case !r.referrersAPI:
+		r.inner.ServeHTTP(w, req)
+	case req.Method == http.MethodGet && n >= 4 && parts[0] == "v2" && parts[n-2] == "referrers":
+		r.referrers(w, req, strings.Join(parts[1:n-2], "/"))
+	case req.Method == http.MethodPut && n >= 4 && parts[0] == "v2" && parts[n-2] == "manifests":
+		r.putManifest(w, req)
+	default:
+		r.inner.ServeHTTP(w, req)
+	}
+}
+
+func (r *ReferrersRegistry) putManifest(w http.ResponseWriter, req *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(req.Body, 4<<20))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	var m struct {
+		Subject *ocispec.Descriptor `json:"subject"`
+	}
+	_ = json.Unmarshal(body, &m)
+	rec := httptest.NewRecorder()
+	r.inner.ServeHTTP(rec, req)
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	if m.Subject != nil && rec.Code == http.StatusCreated {
+		w.Header().Set("OCI-Subject", m.Subject.Digest.String())
+	}
+	w.WriteHeader(rec.Code)
+	w.Write(rec.Body.Bytes())
+}
+
+func (r *ReferrersRegistry) referrers(w http.ResponseWriter, req *http.Request, repo string) {
+	filter := req.URL.Query().Get("artifactType")
+	inner := req.Clone(req.Context())
+	inner.URL = &url.URL{Path: req.URL.Path}
+	inner.RequestURI = ""
+	rec := httptest.NewRecorder()
+	r.inner.ServeHTTP(rec, inner)
+	if rec.Code != http.StatusOK {
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		w.Write(rec.Body.Bytes())
+		return
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(rec.Body.Bytes(), &idx); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	kept := idx.Manifests[:0]
+	for _, d := range idx.Manifests {
+		get := httptest.NewRequest(http.MethodGet, "/v2/"+repo+"/manifests/"+d.Digest.String(), nil)
+		get.Header.Set("Accept", string(d.MediaType))
+		mrec := httptest.NewRecorder()
+		r.inner.ServeHTTP(mrec, get)
+		var m struct {
+			ArtifactType string `json:"artifactType"`
+			Config       struct {
+				MediaType string `json:"mediaType"`
+			} `json:"config"`
+		}
+		if json.Unmarshal(mrec.Body.Bytes(), &m) == nil && m.ArtifactType != "" {
+			d.ArtifactType = m.ArtifactType
+		}
+		if filter == "" || d.ArtifactType == filter {
+			kept = append(kept, d)
+		}
+	}
+	// ggcr lists from a map: a stable order makes runs comparable.
+	sort.Slice(kept, func(i, j int) bool { return kept[i].Digest < kept[j].Digest })
+	idx.Manifests = kept
+	out, _ := json.Marshal(idx)
+	w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+	if filter != "" {
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	w.WriteHeader(http.StatusOK)
+	w.Write(out)
+}
+
+// CountingProxy is a reverse proxy on 127.0.0.1 in front of a registry
+// (the Debian docker-registry), counting the requests that pass.
+type CountingProxy struct {
+	srv      *httptest.Server
+	requests atomic.Int64
+}
+
+// StartCountingProxy proxies to upstream ("http://host:port").
+func StartCountingProxy(upstream string) (*CountingProxy, error) {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		return nil, err
+	}
+	p := &CountingProxy{}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ErrorLog = log.New(io.Discard, "", 0)
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		p.requests.Add(1)
+		rp.ServeHTTP(w, req)
+	}))
+	return p, nil
+}
+
+// Host is 127.0.0.1:PORT.
+func (p *CountingProxy) Host() string { return strings.TrimPrefix(p.srv.URL, "http://") }
+
+// Requests is the number of requests forwarded so far.
+func (p *CountingProxy) Requests() int64 { return p.requests.Load() }
+
+// Close stops the proxy.
+func (p *CountingProxy) Close() { p.srv.Close() }
