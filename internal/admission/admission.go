@@ -8,8 +8,10 @@
 //     API server applies the webhook's failurePolicy; everything that could be
 //     judged gets an AdmissionReview answer in the apiVersion that came in.
 //   - The answer is guaranteed by the deadline: if the evaluator has not
-//     returned by then, every image is denied with "timed out" (fail closed,
-//     whatever the policy mode, since the mode is part of the missing report).
+//     returned by then, every image is judged "timed out" under the mode of
+//     the policy in force when the request arrived (PolicySource): denied in
+//     enforce mode, admitted with a warning or an audit annotation in warn
+//     and audit mode. Without a policy to ask, it is denied (fail closed).
 //     An evaluator that can answer without blocking (CachedEvaluator, e.g.
 //     when every decision is cached) is asked first, on the request's own
 //     goroutine, which spares the hot path the goroutine and timers.
@@ -24,9 +26,12 @@
 package admission
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -34,6 +39,8 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/trustgate-dev/trustgate/internal/engine"
 	"github.com/trustgate-dev/trustgate/internal/metrics"
@@ -42,7 +49,16 @@ import (
 
 // Defaults for Options.
 const (
-	DefaultMaxBodyBytes = 3 << 20
+	// DefaultMaxBodyBytes is 7 MiB: what the API server can send. It refuses
+	// request bodies over 3 MiB (its maxRequestBodyBytes), so one object
+	// is at most about 3 MiB (etcd's 1.5 MiB value limit is the usual
+	// ceiling, but the API server's own limit is what bounds the request it
+	// admits), and an UPDATE's AdmissionReview carries two objects (object
+	// and oldObject) plus the envelope (userInfo, options, field names):
+	// 2 × 3 MiB + 1 MiB. controller-runtime's webhooks use the same bound.
+	// A smaller limit blocks legitimate updates of large objects under
+	// failurePolicy: Fail.
+	DefaultMaxBodyBytes = 7 << 20
 	DefaultDeadline     = policy.DefaultDeadline
 )
 
@@ -62,6 +78,15 @@ type Evaluator interface {
 type CachedEvaluator interface {
 	Evaluator
 	EvaluateCached(req engine.Request) (report engine.Report, ok bool)
+}
+
+// PolicySource is an Evaluator that can say which policy it applies;
+// *engine.Engine satisfies it. The webhook reads the policy when a request
+// arrives so that, if the deadline cuts the evaluation off, the "timed out"
+// answer follows that policy's mode and exempt namespaces like any other
+// answer. An evaluator that is not a PolicySource gets enforce-mode denies.
+type PolicySource interface {
+	Policy() *policy.Policy
 }
 
 // EvaluatorFunc adapts a function to Evaluator.
@@ -84,8 +109,10 @@ type Options struct {
 	// reloaded policy's settings.deadline applies at once); a result <= 0
 	// falls back to Deadline.
 	DeadlineFunc func() time.Duration
-	// MaxBodyBytes caps the request body; default 3 MiB (the API server's own
-	// request limit), larger bodies get 413.
+	// MaxBodyBytes caps the request body; default DefaultMaxBodyBytes (7
+	// MiB, what the API server can send in an UPDATE). A larger body is
+	// refused: with an AdmissionReview that denies it (code 413) when its
+	// uid can be read from the first bytes, else with HTTP 413.
 	MaxBodyBytes int64
 }
 
@@ -177,6 +204,13 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}()
 
 	body, allowed, err := w.serve(rw, r)
+	var tl *tooLargeError
+	if errors.As(err, &tl) && tl.uid != "" {
+		// Answered inside an AdmissionReview, so kubectl shows why
+		// instead of "failed calling webhook".
+		w.log.Warn("admission request refused", "webhook", w.name, "uid", tl.uid, "status", http.StatusRequestEntityTooLarge, "error", tl.Error())
+		body, err = tl.review()
+	}
 	if err == nil {
 		outcome = "denied"
 		if allowed {
@@ -227,14 +261,14 @@ func (w *Webhook) readReview(rw http.ResponseWriter, r *http.Request) (*decodedR
 		return nil, &httpError{code: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("content type %q not supported, send application/json", ct)}
 	}
 	if r.ContentLength > w.maxBody {
-		return nil, tooLarge(w.maxBody)
+		return nil, w.tooLarge(nil, r)
 	}
 	body, err := readAllLimited(rw, r, w.maxBody)
 	defer releaseBody(body) // decodeReview keeps no reference to it
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, tooLarge(w.maxBody)
+			return nil, w.tooLarge(*body, nil)
 		}
 		return nil, badRequest("read request body: %v", err)
 	}
@@ -245,6 +279,134 @@ func (w *Webhook) readReview(rw http.ResponseWriter, r *http.Request) (*decodedR
 	return rv, nil
 }
 
-func tooLarge(limit int64) error {
-	return &httpError{code: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("request body larger than %d bytes", limit)}
+// tooLargeError refuses a body over the limit. When the body's first bytes
+// name the review (apiVersion, kind, request.uid), the refusal is an
+// AdmissionReview that denies the request, so the API server shows the
+// reason to the user; otherwise it is a plain HTTP 413.
+type tooLargeError struct {
+	httpError
+	typeMeta metav1.TypeMeta
+	uid      types.UID
+}
+
+// maxReviewHead is how much of an oversized body is read to find the uid:
+// the API server writes request.uid before the objects, so it sits in the
+// first few hundred bytes; userInfo (groups, extra) may make it a few KiB.
+const maxReviewHead = 64 << 10
+
+// tooLarge builds the refusal from head, the bytes already read, or, when
+// head is nil, from up to maxReviewHead bytes read from r's body (its
+// declared length alone was over the limit).
+func (w *Webhook) tooLarge(head []byte, r *http.Request) error {
+	e := &tooLargeError{httpError: httpError{
+		code: http.StatusRequestEntityTooLarge,
+		msg: fmt.Sprintf("AdmissionReview body larger than trustgate's limit of %d bytes (serve --max-body-bytes): not judged, refused",
+			w.maxBody),
+	}}
+	if head == nil && r != nil && r.Body != nil {
+		head, _ = io.ReadAll(io.LimitReader(r.Body, maxReviewHead))
+	}
+	if len(head) > maxReviewHead {
+		head = head[:maxReviewHead]
+	}
+	e.typeMeta, e.uid = reviewHead(head)
+	return e
+}
+
+// Unwrap lets ServeHTTP answer a plain HTTP 413 when there is no uid.
+func (e *tooLargeError) Unwrap() error { return &e.httpError }
+
+// review is the AdmissionReview that refuses the request.
+func (e *tooLargeError) review() ([]byte, error) {
+	body, err := marshal(admissionv1.AdmissionReview{TypeMeta: e.typeMeta, Response: &admissionv1.AdmissionResponse{
+		UID:     e.uid,
+		Allowed: false,
+		Result: &metav1.Status{
+			Status:  metav1.StatusFailure,
+			Code:    http.StatusRequestEntityTooLarge,
+			Reason:  metav1.StatusReasonRequestEntityTooLarge,
+			Message: "trustgate: " + e.msg,
+		},
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("encode AdmissionReview response: %w", err)
+	}
+	return body, nil
+}
+
+// reviewHead reads apiVersion, kind and request.uid from the start of a
+// (possibly cut off) AdmissionReview body, token by token, and stops as soon
+// as it has all three. It returns an empty uid unless the body is a v1 or
+// v1beta1 AdmissionReview whose uid lies within head. The API server writes
+// kind, apiVersion, then request with uid first, so the objects (the bulk
+// of the body) are never read.
+func reviewHead(head []byte) (metav1.TypeMeta, types.UID) {
+	var tm metav1.TypeMeta
+	var uid types.UID
+	dec := json.NewDecoder(bytes.NewReader(head))
+	complete := func() bool { return uid != "" && tm.APIVersion != "" && tm.Kind != "" }
+	if !nextDelim(dec, '{') {
+		return tm, ""
+	}
+	for !complete() && dec.More() {
+		key, ok := nextString(dec)
+		if !ok {
+			return tm, ""
+		}
+		switch key {
+		case "apiVersion":
+			tm.APIVersion, ok = nextString(dec)
+		case "kind":
+			tm.Kind, ok = nextString(dec)
+		case "request":
+			if ok = nextDelim(dec, '{'); !ok {
+				break
+			}
+			for ok && dec.More() {
+				var k string
+				if k, ok = nextString(dec); !ok {
+					break
+				}
+				if k == "uid" {
+					var s string
+					s, ok = nextString(dec)
+					uid = types.UID(s)
+					if complete() {
+						break
+					}
+					continue
+				}
+				ok = skipValue(dec)
+			}
+			if ok && !complete() {
+				ok = nextDelim(dec, '}')
+			}
+		default:
+			ok = skipValue(dec)
+		}
+		if !ok {
+			return tm, ""
+		}
+	}
+	if !complete() || (tm.APIVersion != apiVersionV1 && tm.APIVersion != apiVersionV1beta1) || tm.Kind != kindReview {
+		return tm, ""
+	}
+	return tm, uid
+}
+
+func nextDelim(dec *json.Decoder, d json.Delim) bool {
+	tok, err := dec.Token()
+	return err == nil && tok == d
+}
+
+func nextString(dec *json.Decoder) (string, bool) {
+	tok, err := dec.Token()
+	s, ok := tok.(string)
+	return s, err == nil && ok
+}
+
+// skipValue reads past the next value, however deep.
+func skipValue(dec *json.Decoder) bool {
+	var skip json.RawMessage
+	return dec.Decode(&skip) == nil
 }

@@ -25,6 +25,7 @@ const (
 	maxWarningLen    = 256 // the API server may truncate longer warnings
 	maxWarnings      = 10  // it ignores warnings past 4 KiB in total
 	maxListed        = 20  // denied images named in one message
+	maxPathsListed   = 3   // JSON paths named for one denied image
 	maxAnnotationLen = 512 // one audit annotation value
 )
 
@@ -99,7 +100,7 @@ func (w *Webhook) review(ctx context.Context, req *decodedReview) (*admissionv1.
 				Status:  metav1.StatusFailure,
 				Code:    http.StatusForbidden,
 				Reason:  metav1.StatusReasonForbidden,
-				Message: denyMessage(denied),
+				Message: denyMessage(denied, judged),
 			},
 		}
 		if !w.mutate {
@@ -189,6 +190,14 @@ func (w *Webhook) evaluate(ctx context.Context, req engine.Request) (engine.Repo
 			return report, err
 		}
 	}
+	// The answer if the deadline cuts the evaluator off follows the policy
+	// in force now, as the evaluator's own answer would.
+	cutMode, cutExempt := policy.Enforce, false
+	if ps, ok := w.eval.(PolicySource); ok {
+		if p := ps.Policy(); p != nil {
+			cutMode, cutExempt = p.Mode, p.Exempt(req.Namespace)
+		}
+	}
 	deadline := w.deadline
 	if w.deadlineFunc != nil {
 		if d := w.deadlineFunc(); d > 0 {
@@ -215,10 +224,10 @@ func (w *Webhook) evaluate(ctx context.Context, req engine.Request) (engine.Repo
 	case res := <-done:
 		return res.report, res.err
 	case <-hard.C:
-		return timedOut(req.Images, fmt.Sprintf("timed out: no decision within %v", deadline)), nil
+		return timedOut(req.Images, cutMode, cutExempt, fmt.Sprintf("timed out: no decision within %v", deadline)), nil
 	case <-ctx.Done():
 		// The caller is gone; the answer will not be read, but stay closed.
-		return timedOut(req.Images, fmt.Sprintf("timed out: request ended (%v)", context.Cause(ctx))), nil
+		return timedOut(req.Images, cutMode, cutExempt, fmt.Sprintf("timed out: request ended (%v)", context.Cause(ctx))), nil
 	}
 }
 
@@ -235,17 +244,35 @@ func (w *Webhook) evaluateCached(ce CachedEvaluator, req engine.Request) (report
 	return report, ok, nil
 }
 
-func timedOut(images []string, reason string) engine.Report {
-	r := engine.Report{Mode: policy.Enforce}
+// timedOut is the report for images the evaluator did not decide in time:
+// each is denied with reason, and the report carries the policy's mode, so
+// that warn and audit mode admit (with a warning or an audit annotation)
+// and only enforce mode refuses. An exempt namespace is not judged at all.
+func timedOut(images []string, mode policy.Mode, exempt bool, reason string) engine.Report {
+	if mode == "" {
+		mode = policy.Enforce
+	}
+	r := engine.Report{Mode: mode, Exempt: exempt}
+	if exempt {
+		return r
+	}
 	for _, img := range images {
 		r.Decisions = append(r.Decisions, engine.Decision{Image: img, Action: "deny", Reason: reason})
 	}
 	return r
 }
 
-// denyMessage names every denied image with its rule and reason, e.g.
-// `trustgate denied 2 image(s): "nginx:1" (rule public): …; "x" (no rule matched): …`.
-func denyMessage(denied []engine.Decision) string {
+// denyMessage names every denied image with the JSON path(s) where it
+// occurs among judged, its rule and reason, e.g.
+// `trustgate denied 2 image(s): "nginx:1" at /spec/containers/0/image (rule public): …;
+// "x" at /spec/volumes/1/image/reference (no rule matched): …`.
+// The path tells a user which field to fix: an image volume or an init
+// container is easy to overlook.
+func denyMessage(denied []engine.Decision, judged []workload.Container) string {
+	paths := make(map[string][]string, len(denied))
+	for _, c := range judged {
+		paths[c.Image] = append(paths[c.Image], c.Path)
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "trustgate denied %d image(s): ", len(denied))
 	for i, d := range denied {
@@ -256,7 +283,21 @@ func denyMessage(denied []engine.Decision) string {
 			fmt.Fprintf(&b, "and %d more", len(denied)-i)
 			break
 		}
-		fmt.Fprintf(&b, "%q (%s): %s", d.Image, ruleText(d), truncate(d.Reason, maxReasonLen))
+		fmt.Fprintf(&b, "%q", d.Image)
+		if ps := paths[d.Image]; len(ps) > 0 {
+			b.WriteString(" at ")
+			for j, p := range ps {
+				if j > 0 {
+					b.WriteString(", ")
+				}
+				if j == maxPathsListed {
+					fmt.Fprintf(&b, "and %d more", len(ps)-j)
+					break
+				}
+				b.WriteString(p)
+			}
+		}
+		fmt.Fprintf(&b, " (%s): %s", ruleText(d), truncate(d.Reason, maxReasonLen))
 	}
 	return b.String()
 }

@@ -33,6 +33,8 @@ var fieldsCases = []struct {
 	{name: "duplicate image in a job template", raw: `{"spec":{"jobTemplate":{"spec":{"template":{"spec":{"containers":[{"image":"a","image":"b"}]}}}}}}`, fieldsFail: true},
 	{name: "case variants are not the fields", raw: `{"spec":{"Containers":[{"image":"x"}],"template":{"Spec":{"containers":[{"image":"y"}]}},"containers":[{"Image":"z"}]}}`},
 	{name: "bad metadata", raw: `{"metadata":{"annotations":{"a":1}}}`, fieldsFail: true},
+	{name: "image volumes at every location", raw: `{"spec":{"volumes":[{"name":"a","image":{"reference":"pod"}}],"template":{"spec":{"volumes":[{"name":"b","image":{"reference":"tmpl"}}]}},"jobTemplate":{"spec":{"template":{"spec":{"volumes":[{"name":"c","image":{"reference":"cron"}}]}}}}}}`},
+	{name: "duplicate volume reference in a template", raw: `{"spec":{"template":{"spec":{"volumes":[{"name":"a","image":{"reference":"x","reference":"y"}}]}}}}`, fieldsFail: true},
 	{name: "array", raw: `[]`, fieldsFail: true},
 }
 

@@ -20,6 +20,11 @@ const (
 	KindContainer          = "container"
 	KindInitContainer      = "initContainer"
 	KindEphemeralContainer = "ephemeralContainer"
+	// KindImageVolume is an image volume (spec.volumes[].image.reference):
+	// the kubelet pulls that image and mounts its content into containers,
+	// so it is judged like a container image. Container.Name is the volume's
+	// name.
+	KindImageVolume = "imageVolume"
 )
 
 // SubresourceEphemeralContainers is the only Pod subresource whose requests
@@ -30,14 +35,18 @@ const SubresourceEphemeralContainers = "ephemeralcontainers"
 // a judged kind.
 var ErrMalformed = errors.New("malformed object")
 
-// Container is one image-bearing container of an object.
+// Container is one image the kubelet pulls for an object: a container's
+// image or an image volume's reference.
 type Container struct {
 	Image string
 	// Path is the RFC 6901 JSON pointer of the image field within the object,
-	// e.g. /spec/template/spec/initContainers/0/image.
+	// e.g. /spec/template/spec/initContainers/0/image or
+	// /spec/volumes/2/image/reference.
 	Path string
-	Kind string // KindContainer, KindInitContainer or KindEphemeralContainer
-	Name string
+	// Kind is KindContainer, KindInitContainer, KindEphemeralContainer or
+	// KindImageVolume.
+	Kind string
+	Name string // the container's name, or the image volume's
 }
 
 // Object is what trustgate needs from a workload object.
@@ -49,10 +58,14 @@ type Object struct {
 	Annotations       map[string]string
 	DeletionTimestamp *metav1.Time
 	OwnerReferences   []metav1.OwnerReference
-	// Containers with a non-empty image, in document order: containers, then
-	// initContainers, then ephemeralContainers. Templates may leave the image
-	// empty (a higher-level tool fills it in); the Pods created from them are
-	// judged when they are created, so empty images are not listed.
+	// Containers lists every image the kubelet would pull for the pod spec,
+	// non-empty ones only: containers, then initContainers, then
+	// ephemeralContainers, then image volumes, each in document order.
+	// Templates may leave an image empty (a higher-level tool fills it in);
+	// the Pods created from them are judged when they are created, so empty
+	// images are not listed. These four are all the pod fields that make the
+	// kubelet pull an image (k8s.io/api v0.37: Container.Image,
+	// EphemeralContainer.Image, ImageVolumeSource.Reference).
 	Containers []Container
 	// ServiceAccount and PullSecrets are the pod spec's serviceAccountName
 	// and imagePullSecrets: the credentials the kubelet would pull with, used
@@ -151,6 +164,7 @@ type podSpec struct {
 	Containers          []container `json:"containers"`
 	InitContainers      []container `json:"initContainers"`
 	EphemeralContainers []container `json:"ephemeralContainers"`
+	Volumes             []volume    `json:"volumes"`
 }
 
 func (s *podSpec) pod() *podSpec { return s }
@@ -158,6 +172,16 @@ func (s *podSpec) pod() *podSpec { return s }
 type container struct {
 	Name  string `json:"name"`
 	Image string `json:"image"`
+}
+
+// volume is a pod volume; only image volumes carry an image. Decoded with
+// the same strictness as containers, so "Image", "Reference" or a duplicated
+// "reference" cannot hide one.
+type volume struct {
+	Name  string `json:"name"`
+	Image *struct {
+		Reference string `json:"reference"`
+	} `json:"image"`
 }
 
 type withPodSpec struct {
@@ -320,6 +344,17 @@ func newObject(gk schema.GroupKind, meta objectMeta, spec *podSpec, prefix strin
 	obj.Containers = appendContainers(obj.Containers, prefix+"/containers", KindContainer, spec.Containers)
 	obj.Containers = appendContainers(obj.Containers, prefix+"/initContainers", KindInitContainer, spec.InitContainers)
 	obj.Containers = appendContainers(obj.Containers, prefix+"/ephemeralContainers", KindEphemeralContainer, spec.EphemeralContainers)
+	for i, v := range spec.Volumes {
+		if v.Image == nil || v.Image.Reference == "" {
+			continue
+		}
+		obj.Containers = append(obj.Containers, Container{
+			Image: v.Image.Reference,
+			Path:  prefix + "/volumes/" + strconv.Itoa(i) + "/image/reference",
+			Kind:  KindImageVolume,
+			Name:  v.Name,
+		})
+	}
 	return obj
 }
 

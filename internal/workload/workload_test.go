@@ -11,11 +11,18 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
-// podSpecJSON has one container of every kind, plus one with no image.
+// podSpecJSON has one container of every kind, plus one with no image, and
+// image volumes among other volumes (one image volume without a reference).
 const podSpecJSON = `{
   "containers": [{"name": "app", "image": "nginx:1.27"}, {"name": "side", "image": "busybox"}],
   "initContainers": [{"name": "init", "image": "alpine:3"}, {"name": "noimage"}],
-  "ephemeralContainers": [{"name": "debug", "image": "ghcr.io/x/debug@sha256:` + digest + `", "targetContainerName": "app"}]
+  "ephemeralContainers": [{"name": "debug", "image": "ghcr.io/x/debug@sha256:` + digest + `", "targetContainerName": "app"}],
+  "volumes": [
+    {"name": "scratch", "emptyDir": {}},
+    {"name": "code", "image": {"reference": "registry.example/scripts:2", "pullPolicy": "IfNotPresent"}},
+    {"name": "later", "image": {}},
+    {"name": "model", "image": {"reference": "registry.example/model@sha256:` + digest + `"}}
+  ]
 }`
 
 const digest = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -26,6 +33,8 @@ func wantContainers(prefix string) []Container {
 		{Image: "busybox", Path: prefix + "/containers/1/image", Kind: KindContainer, Name: "side"},
 		{Image: "alpine:3", Path: prefix + "/initContainers/0/image", Kind: KindInitContainer, Name: "init"},
 		{Image: "ghcr.io/x/debug@sha256:" + digest, Path: prefix + "/ephemeralContainers/0/image", Kind: KindEphemeralContainer, Name: "debug"},
+		{Image: "registry.example/scripts:2", Path: prefix + "/volumes/1/image/reference", Kind: KindImageVolume, Name: "code"},
+		{Image: "registry.example/model@sha256:" + digest, Path: prefix + "/volumes/3/image/reference", Kind: KindImageVolume, Name: "model"},
 	}
 }
 
@@ -149,7 +158,12 @@ func TestExtractEdgeCases(t *testing.T) {
 				{Image: "x", Path: "/spec/containers/0/image", Kind: KindContainer, Name: "a"},
 				{Image: "x", Path: "/spec/containers/1/image", Kind: KindContainer, Name: "b"},
 			}},
+		{name: "image volume in a cron job template", gk: cron, raw: `{"spec":{"jobTemplate":{"spec":{"template":{"spec":{"volumes":[{"name":"v","image":{"reference":"x:1"}}]}}}}}}`,
+			want: []Container{{Image: "x:1", Path: "/spec/jobTemplate/spec/template/spec/volumes/0/image/reference", Kind: KindImageVolume, Name: "v"}}},
+		{name: "volumes without image are not images", gk: pod, raw: `{"spec":{"volumes":[{"name":"a","rbd":{"image":"ceph-image","monitors":["m"]}},{"name":"b","image":null}]}}`},
 		{name: "not JSON", gk: pod, raw: `{`, wantErr: true},
+		{name: "volume image is a string", gk: pod, raw: `{"spec":{"volumes":[{"name":"a","image":"x"}]}}`, wantErr: true},
+		{name: "volume reference is a number", gk: pod, raw: `{"spec":{"volumes":[{"name":"a","image":{"reference":5}}]}}`, wantErr: true},
 		{name: "empty", gk: pod, raw: ``, wantErr: true},
 		{name: "array", gk: pod, raw: `[]`, wantErr: true},
 		{name: "spec is a string", gk: pod, raw: `{"spec":"x"}`, wantErr: true},
@@ -235,6 +249,28 @@ func TestExtractDecodesLikeTheAPIServer(t *testing.T) {
 			t.Errorf("containers = %+v, want none (Kubernetes ignores these spellings)", obj.Containers)
 		}
 	})
+	t.Run("image volume field names are case-sensitive", func(t *testing.T) {
+		obj, err := Extract(pod, "", []byte(`{"spec":{"volumes":[{"name":"a","image":{"Reference":"hidden"}},{"name":"b","Image":{"reference":"hidden"}}],"Volumes":[{"name":"c","image":{"reference":"x"}}]}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(obj.Containers) != 0 {
+			t.Errorf("containers = %+v, want none (Kubernetes ignores these spellings)", obj.Containers)
+		}
+	})
+	for name, raw := range map[string]string{
+		"reference":   `{"spec":{"volumes":[{"name":"a","image":{"reference":"signed","reference":"unsigned"}}]}}`,
+		"image":       `{"spec":{"volumes":[{"name":"a","image":{"reference":"signed"},"image":{"reference":"unsigned"}}]}}`,
+		"volumes":     `{"spec":{"volumes":[],"volumes":[{"name":"a","image":{"reference":"unsigned"}}]}}`,
+		"volume name": `{"spec":{"volumes":[{"name":"a","name":"b","image":{"reference":"x"}}]}}`,
+	} {
+		t.Run("duplicate "+name+" field is refused", func(t *testing.T) {
+			_, err := Extract(pod, "", []byte(raw))
+			if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "duplicate") {
+				t.Errorf("error = %v, want ErrMalformed naming the duplicate", err)
+			}
+		})
+	}
 	t.Run("duplicate image field is refused", func(t *testing.T) {
 		_, err := Extract(pod, "", []byte(`{"spec":{"containers":[{"name":"a","image":"signed","image":"unsigned"}]}}`))
 		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "duplicate") {
