@@ -38,6 +38,14 @@ type ReferrersRegistry struct {
 	inner        http.Handler
 	referrersAPI bool
 	requests     atomic.Int64
+	user, pass   atomic.Pointer[string]
+}
+
+// RequireBasicAuth makes every request need these basic credentials (401
+// with a Basic challenge otherwise), as a private registry does.
+func (r *ReferrersRegistry) RequireBasicAuth(user, pass string) {
+	r.user.Store(&user)
+	r.pass.Store(&pass)
 }
 
 // StartReferrersRegistry serves the registry on 127.0.0.1 over plain HTTP.
@@ -84,6 +92,14 @@ func (r *ReferrersRegistry) Close() { r.srv.Close() }
 
 func (r *ReferrersRegistry) serve(w http.ResponseWriter, req *http.Request) {
 	r.requests.Add(1)
+	if u := r.user.Load(); u != nil {
+		user, pass, ok := req.BasicAuth()
+		if !ok || user != *u || pass != *r.pass.Load() {
+			w.Header().Set("WWW-Authenticate", `Basic realm="registry"`)
+			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+			return
+		}
+	}
 	parts := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
 	n := len(parts)
 	switch {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -15,6 +16,7 @@ import (
 	"github.com/notaryproject/tspclient-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	orasremote "oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
 )
 
 // Envelope media types.
@@ -36,14 +38,19 @@ type SignOptions struct {
 	// Timestamper and TSARoots add an RFC 3161 countersignature.
 	Timestamper tspclient.Timestamper
 	TSARoots    *x509.CertPool
+	// Username and Password, when set, are the registry's basic credentials.
+	Username, Password string
 }
 
 // Repository is an oras repository over plain HTTP on 127.0.0.1, as
 // notation-go signs through it.
-func Repository(repo string, tagSchema bool) (*orasremote.Repository, error) {
+func Repository(repo string, tagSchema bool, basic ...string) (*orasremote.Repository, error) {
 	r, err := orasremote.NewRepository(repo)
 	if err != nil {
 		return nil, err
+	}
+	if len(basic) == 2 {
+		r.Client = &auth.Client{Credential: auth.StaticCredential(r.Reference.Registry, auth.Credential{Username: basic[0], Password: basic[1]})}
 	}
 	r.PlainHTTP = true // oras has no HTTP fallback
 	if tagSchema {
@@ -66,7 +73,11 @@ func Sign(ctx context.Context, leaf *Leaf, repo, digest string, o SignOptions) (
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("signer: %w", err)
 	}
-	r, err := Repository(repo, o.TagSchema)
+	var basic []string
+	if o.Username != "" {
+		basic = []string{o.Username, o.Password}
+	}
+	r, err := Repository(repo, o.TagSchema, basic...)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
@@ -133,9 +144,14 @@ func Describe(ctx context.Context, repo, digest string) (ocispec.Descriptor, err
 	return r.Resolve(ctx, digest)
 }
 
+// Basic is the push option for a registry with basic credentials.
+func Basic(user, pass string) remote.Option {
+	return remote.WithAuth(&authn.Basic{Username: user, Password: pass})
+}
+
 // PushRandomImage pushes a small random image to repo:tag (plain HTTP on
 // 127.0.0.1) and returns its manifest digest.
-func PushRandomImage(ctx context.Context, repo, tag string) (string, error) {
+func PushRandomImage(ctx context.Context, repo, tag string, opts ...remote.Option) (string, error) {
 	img, err := random.Image(256, 1)
 	if err != nil {
 		return "", err
@@ -144,7 +160,7 @@ func PushRandomImage(ctx context.Context, repo, tag string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
+	if err := remote.Write(ref, img, append(opts, remote.WithContext(ctx))...); err != nil {
 		return "", fmt.Errorf("push %s: %w", ref, err)
 	}
 	d, err := img.Digest()
