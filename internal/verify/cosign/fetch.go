@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -193,7 +194,7 @@ func (c *repoClient) blob(ctx context.Context, d descriptor) ([]byte, error) {
 // the OCI distribution spec do).
 func (c *repoClient) referrers(ctx context.Context, digest string) ([]descriptor, error) {
 	var idx manifest
-	b, ct, err := c.get(ctx, "/referrers/"+digest+"?artifactType="+bundleArtifactType, []string{ociIndex}, maxManifestBytes,
+	b, ct, err := c.get(ctx, "/referrers/"+digest+"?artifactType="+url.QueryEscape(bundleArtifactType), []string{ociIndex}, maxManifestBytes,
 		http.StatusBadRequest, http.StatusNotAcceptable, http.StatusMethodNotAllowed)
 	switch {
 	case err == nil && strings.HasPrefix(ct, ociIndex):

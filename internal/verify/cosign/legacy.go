@@ -58,7 +58,9 @@ func (j *judgement) legacy(ctx context.Context, c *repoClient) error {
 			j.reject(fmt.Sprintf("%s: %v", what, err))
 			continue
 		}
-		j.judge(what, e, sgverify.WithArtifact(bytes.NewReader(payload)), func(*sgverify.VerificationResult) error { return nil })
+		j.judge(what, e, func() sgverify.ArtifactPolicyOption {
+			return sgverify.WithArtifact(bytes.NewReader(payload))
+		}, func(*sgverify.VerificationResult) error { return nil })
 	}
 	return nil
 }

@@ -25,7 +25,6 @@
 package cosign
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -283,13 +282,17 @@ func (j *judgement) why() string {
 // judgeBundle verifies one bundle against the keys not yet satisfied (or
 // the keyless policy).
 func (j *judgement) judgeBundle(ref string, b *bundle.Bundle) {
-	j.judge("bundle "+short(ref), b, sgverify.WithArtifactDigest("sha256", j.digestBytes), checkSignStatement)
+	j.judge("bundle "+short(ref), b, func() sgverify.ArtifactPolicyOption {
+		return sgverify.WithArtifactDigest("sha256", j.digestBytes)
+	}, checkSignStatement)
 }
 
-// judge runs sigstore-go on entity and records what passed.
-func (j *judgement) judge(what string, entity sgverify.SignedEntity, artifact sgverify.ArtifactPolicyOption, check func(*sgverify.VerificationResult) error) {
+// judge runs sigstore-go on entity and records what passed. artifact makes
+// a fresh policy option per attempt: an artifact reader is consumed by the
+// first key tried.
+func (j *judgement) judge(what string, entity sgverify.SignedEntity, artifact func() sgverify.ArtifactPolicyOption, check func(*sgverify.VerificationResult) error) {
 	if j.v.keyless != nil {
-		res, err := j.v.keyless.Verify(entity, sgverify.NewPolicy(artifact, j.v.idPolicy...))
+		res, err := j.v.keyless.Verify(entity, sgverify.NewPolicy(artifact(), j.v.idPolicy...))
 		if err == nil {
 			err = check(res)
 		}
@@ -305,7 +308,7 @@ func (j *judgement) judge(what string, entity sgverify.SignedEntity, artifact sg
 		if _, ok := j.passed[i]; ok {
 			continue
 		}
-		res, err := sv.Verify(entity, sgverify.NewPolicy(artifact, sgverify.WithKey()))
+		res, err := sv.Verify(entity, sgverify.NewPolicy(artifact(), sgverify.WithKey()))
 		if err == nil {
 			err = check(res)
 		}
@@ -394,5 +397,3 @@ func short(d string) string {
 	}
 	return d
 }
-
-var _ = bytes.NewReader

@@ -1,0 +1,416 @@
+package cosign
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/trustgate-dev/trustgate/internal/imageref"
+	"github.com/trustgate-dev/trustgate/internal/verify"
+	harness "github.com/trustgate-dev/trustgate/test/harness/cosign"
+)
+
+// plainRegistry is go-containerregistry's in-memory registry without a
+// referrers API: signatures are found through the tag schema.
+func plainRegistry(t testing.TB) string {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	return u.Host
+}
+
+func pushImage(t testing.TB, repo string) name.Digest {
+	t.Helper()
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := name.NewTag(repo + ":v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tag, img); err != nil {
+		t.Fatal(err)
+	}
+	h, _ := img.Digest()
+	return tag.Context().Digest(h.String())
+}
+
+func newKey(t testing.TB, curve elliptic.Curve) *ecdsa.PrivateKey {
+	k, err := ecdsa.GenerateKey(curve, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func subject(d name.Digest) verify.Subject {
+	return verify.Subject{Ref: imageref.MustParse(d.String()), Digest: d.DigestStr()}
+}
+
+func attachKeyBundle(t testing.TB, key crypto.Signer, img name.Digest, signed name.Digest, pt string, sigRepo *name.Repository) {
+	t.Helper()
+	b, err := harness.KeyBundle(key, signed, pt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.AttachBundle(context.Background(), img, sigRepo, b, pt); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func attachKeyLegacy(t testing.TB, key crypto.Signer, img name.Digest, signed name.Digest) {
+	t.Helper()
+	p, ann, err := harness.KeyLegacy(key, signed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.AttachLegacy(context.Background(), img, nil, p, ann); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func keysVerifier(t testing.TB, threshold int, sigRepo string, keys ...crypto.Signer) *Verifier {
+	t.Helper()
+	cfg := Config{Threshold: threshold, SignatureRepository: sigRepo}
+	for _, k := range keys {
+		cfg.Keys = append(cfg.Keys, harness.PublicKeyPEM(k))
+	}
+	v, err := New("test", cfg, verify.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestKeys(t *testing.T) {
+	regs := map[string]string{"referrers API": harness.NewReferrersRegistry(t), "tag schema": plainRegistry(t)}
+	keyA, keyB := newKey(t, elliptic.P256()), newKey(t, elliptic.P256())
+	keyP384 := newKey(t, elliptic.P384())
+	for regName, host := range regs {
+		other := pushImage(t, host+"/other")
+		cases := []struct {
+			name      string
+			sign      func(t *testing.T, img name.Digest)
+			verifier  *Verifier
+			wantErr   error
+			wantInErr string
+			signers   int
+		}{
+			{name: "bundle signed", sign: func(t *testing.T, img name.Digest) {
+				attachKeyBundle(t, keyA, img, img, harness.SignPredicateType, nil)
+			}, verifier: keysVerifier(t, 1, "", keyA), signers: 1},
+			{name: "legacy signed", sign: func(t *testing.T, img name.Digest) {
+				attachKeyLegacy(t, keyA, img, img)
+			}, verifier: keysVerifier(t, 1, "", keyA), signers: 1},
+			{name: "P-384 key", sign: func(t *testing.T, img name.Digest) {
+				attachKeyBundle(t, keyP384, img, img, harness.SignPredicateType, nil)
+			}, verifier: keysVerifier(t, 1, "", keyP384), signers: 1},
+			{name: "unsigned", sign: func(*testing.T, name.Digest) {},
+				verifier: keysVerifier(t, 1, "", keyA), wantErr: verify.ErrUntrusted, wantInErr: "no cosign signature found"},
+			{name: "wrong key", sign: func(t *testing.T, img name.Digest) {
+				attachKeyBundle(t, keyB, img, img, harness.SignPredicateType, nil)
+				attachKeyLegacy(t, keyB, img, img)
+			}, verifier: keysVerifier(t, 1, "", keyA), wantErr: verify.ErrUntrusted, wantInErr: "0 of the 1 required key(s)"},
+			{name: "one of two keys, threshold 2", sign: func(t *testing.T, img name.Digest) {
+				attachKeyBundle(t, keyA, img, img, harness.SignPredicateType, nil)
+			}, verifier: keysVerifier(t, 2, "", keyA, keyB), wantErr: verify.ErrUntrusted, wantInErr: "1 of the 2 required key(s)"},
+			{name: "same key twice does not make 2", sign: func(t *testing.T, img name.Digest) {
+				attachKeyBundle(t, keyA, img, img, harness.SignPredicateType, nil)
+				attachKeyLegacy(t, keyA, img, img)
+			}, verifier: keysVerifier(t, 2, "", keyA, keyB), wantErr: verify.ErrUntrusted, wantInErr: "1 of the 2 required key(s)"},
+			{name: "two keys, threshold 2, both formats", sign: func(t *testing.T, img name.Digest) {
+				attachKeyBundle(t, keyA, img, img, harness.SignPredicateType, nil)
+				attachKeyLegacy(t, keyB, img, img)
+			}, verifier: keysVerifier(t, 2, "", keyA, keyB), signers: 2},
+			{name: "legacy by the second of two keys", sign: func(t *testing.T, img name.Digest) {
+				attachKeyLegacy(t, keyB, img, img)
+			}, verifier: keysVerifier(t, 1, "", keyA, keyB), signers: 1},
+			{name: "attestation only", sign: func(t *testing.T, img name.Digest) {
+				attachKeyBundle(t, keyA, img, img, "https://slsa.dev/provenance/v1", nil)
+			}, verifier: keysVerifier(t, 1, "", keyA), wantErr: verify.ErrUntrusted},
+			{name: "bundle for another digest", sign: func(t *testing.T, img name.Digest) {
+				attachKeyBundle(t, keyA, img, other, harness.SignPredicateType, nil)
+			}, verifier: keysVerifier(t, 1, "", keyA), wantErr: verify.ErrUntrusted},
+			{name: "legacy for another digest", sign: func(t *testing.T, img name.Digest) {
+				attachKeyLegacy(t, keyA, img, other)
+			}, verifier: keysVerifier(t, 1, "", keyA), wantErr: verify.ErrUntrusted, wantInErr: "signs digest " + other.DigestStr()},
+		}
+		for i, tc := range cases {
+			t.Run(regName+"/"+tc.name, func(t *testing.T) {
+				img := pushImage(t, fmt.Sprintf("%s/app%d", host, i))
+				tc.sign(t, img)
+				res, err := tc.verifier.Verify(context.Background(), subject(img))
+				if tc.wantErr != nil {
+					if !errors.Is(err, tc.wantErr) {
+						t.Fatalf("Verify = %v, %v; want error %v", res, err, tc.wantErr)
+					}
+					if !strings.Contains(err.Error(), tc.wantInErr) {
+						t.Fatalf("Verify error %q does not say %q", err, tc.wantInErr)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("Verify: %v", err)
+				}
+				if res.Digest != img.DigestStr() || len(res.Signers) != tc.signers {
+					t.Fatalf("Verify = digest %s signers %v; want %s and %d signer(s)", res.Digest, res.Signers, img.DigestStr(), tc.signers)
+				}
+			})
+		}
+	}
+}
+
+func TestSignatureRepository(t *testing.T) {
+	host := harness.NewReferrersRegistry(t)
+	key := newKey(t, elliptic.P256())
+	img := pushImage(t, host+"/app")
+	sigs, err := name.NewRepository(host + "/signatures")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// cosign copies nothing of the image there; the subject descriptor is
+	// the image's, so push it too (a registry requires the subject to exist
+	// in the repository only for its referrers index, not for the tag).
+	b, err := harness.KeyBundle(key, img, harness.SignPredicateType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.AttachBundle(context.Background(), img, &sigs, b, harness.SignPredicateType); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keysVerifier(t, 1, sigs.Name(), key).Verify(context.Background(), subject(img)); err != nil {
+		t.Fatalf("with signatureRepository: %v", err)
+	}
+	if _, err := keysVerifier(t, 1, "", key).Verify(context.Background(), subject(img)); !errors.Is(err, verify.ErrUntrusted) {
+		t.Fatalf("without signatureRepository: %v, want untrusted", err)
+	}
+}
+
+func writeRoot(t testing.TB, ss *harness.Sigstore) string {
+	t.Helper()
+	tr, err := ss.TrustedRootJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "trusted_root.json")
+	if err := os.WriteFile(p, tr, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestKeyless(t *testing.T) {
+	ss, err := harness.NewSigstore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trPath := writeRoot(t, ss)
+	host := harness.NewReferrersRegistry(t)
+	const iss, sub = "https://issuer.example.com", "dev@example.com"
+	ids := []Identity{{Issuer: iss, Subject: sub}}
+	expired := time.Now().Add(-50 * time.Minute)
+	cases := []struct {
+		name    string
+		opts    harness.KeylessOptions
+		legacy  bool
+		cfg     func(*Config)
+		wantErr bool
+	}{
+		{name: "bundle, right identity", opts: harness.KeylessOptions{}},
+		{name: "legacy, right identity", opts: harness.KeylessOptions{}, legacy: true},
+		{name: "wrong subject", opts: harness.KeylessOptions{Subject: "eve@example.com"}, wantErr: true},
+		{name: "wrong issuer", opts: harness.KeylessOptions{Issuer: "https://evil.example.com"}, wantErr: true},
+		{name: "regexp subject", opts: harness.KeylessOptions{}, cfg: func(c *Config) {
+			c.Keyless.Identities = []Identity{{Issuer: iss, SubjectRegExp: `.*@example\.com`}}
+		}},
+		{name: "regexp is anchored", opts: harness.KeylessOptions{Subject: "dev@example.com.evil.test"}, cfg: func(c *Config) {
+			c.Keyless.Identities = []Identity{{Issuer: iss, SubjectRegExp: `.*@example\.com`}}
+		}, wantErr: true},
+		{name: "no tlog entry, required by default", opts: harness.KeylessOptions{NoTlog: true}, wantErr: true},
+		{name: "no tlog entry, legacy", opts: harness.KeylessOptions{NoTlog: true}, legacy: true, wantErr: true},
+		{name: "no tlog entry, tlog ignored", opts: harness.KeylessOptions{NoTlog: true}, cfg: func(c *Config) { c.TransparencyLog = Ignore }},
+		{name: "no timestamp, required by default", opts: harness.KeylessOptions{NoTimestamp: true}, wantErr: true},
+		{name: "expired cert with log timestamp", opts: harness.KeylessOptions{NotBefore: expired}, cfg: func(c *Config) { c.SignedTimestamp = Ignore }},
+		{name: "expired cert with log timestamp, legacy", opts: harness.KeylessOptions{NotBefore: expired}, legacy: true, cfg: func(c *Config) { c.SignedTimestamp = Ignore }},
+		{name: "expired cert without log timestamp", opts: harness.KeylessOptions{NotBefore: expired, NoTlog: true}, cfg: func(c *Config) {
+			c.SignedTimestamp, c.TransparencyLog = Ignore, Ignore
+		}, wantErr: true},
+		{name: "expired cert, RFC 3161 time is now", opts: harness.KeylessOptions{NotBefore: expired}, wantErr: true},
+		{name: "attestation only", opts: harness.KeylessOptions{PredicateType: "https://slsa.dev/provenance/v1"}, wantErr: true},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			img := pushImage(t, fmt.Sprintf("%s/keyless%d", host, i))
+			o := tc.opts
+			if o.Subject == "" {
+				o.Subject = sub
+			}
+			if o.Issuer == "" {
+				o.Issuer = iss
+			}
+			if tc.legacy {
+				p, ann, err := ss.Legacy(img, o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := harness.AttachLegacy(context.Background(), img, nil, p, ann); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				b, err := ss.Bundle(img, o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pt := o.PredicateType
+				if pt == "" {
+					pt = harness.SignPredicateType
+				}
+				if err := harness.AttachBundle(context.Background(), img, nil, b, pt); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg := Config{TrustedRoot: trPath, Keyless: &KeylessConfig{Identities: ids}, CertificateTransparency: Ignore}
+			if tc.cfg != nil {
+				tc.cfg(&cfg)
+			}
+			v, err := New("keyless", cfg, verify.Deps{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := v.Verify(context.Background(), subject(img))
+			if tc.wantErr {
+				if !errors.Is(err, verify.ErrUntrusted) {
+					t.Fatalf("Verify = %v, %v; want untrusted", res, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			if want := o.Subject + " (" + iss + ")"; len(res.Signers) != 1 || res.Signers[0] != want {
+				t.Fatalf("Signers = %v, want [%s]", res.Signers, want)
+			}
+		})
+	}
+}
+
+// TestColdRequests counts what one cold verification asks of a registry
+// without a referrers API: ping, referrers (404), tag index, bundle
+// manifest, bundle blob.
+func TestColdRequests(t *testing.T) {
+	host := plainRegistry(t)
+	c := harness.NewCounter(t, "http://"+host)
+	key := newKey(t, elliptic.P256())
+	img := pushImage(t, c.Host()+"/app")
+	attachKeyBundle(t, key, img, img, harness.SignPredicateType, nil)
+	v := keysVerifier(t, 1, "", key)
+	c.Reset()
+	if _, err := v.Verify(context.Background(), subject(img)); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Count(); got != 5 {
+		t.Fatalf("cold verification sent %d requests, want 5: %v", got, c.Paths())
+	}
+}
+
+// TestHostileRegistry: garbage, oversized and never-ending answers end in a
+// precise error within the request timeout, never a panic or a hang.
+func TestHostileRegistry(t *testing.T) {
+	key := newKey(t, elliptic.P256())
+	digest := "sha256:" + strings.Repeat("ab", 32)
+	var hits atomic.Int64
+	cases := []struct {
+		name    string
+		handler http.HandlerFunc
+		wantErr error
+	}{
+		{"garbage index", func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/v2/" {
+				return
+			}
+			w.Header().Set("Content-Type", "application/vnd.oci.image.index.v1+json")
+			_, _ = w.Write([]byte("\x00\xffnot json"))
+		}, verify.ErrUnavailable},
+		{"huge index", func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/v2/" {
+				return
+			}
+			w.Header().Set("Content-Type", "application/vnd.oci.image.index.v1+json")
+			chunk := []byte(strings.Repeat("x", 64<<10))
+			for range 64 { // 4 MiB
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
+		}, verify.ErrUnavailable},
+		{"oversized bundle descriptor", func(w http.ResponseWriter, r *http.Request) {
+			hits.Add(1)
+			switch {
+			case r.URL.Path == "/v2/":
+			case strings.Contains(r.URL.Path, "/referrers/"):
+				w.Header().Set("Content-Type", "application/vnd.oci.image.index.v1+json")
+				_ = json.NewEncoder(w).Encode(map[string]any{"schemaVersion": 2, "manifests": []any{map[string]any{
+					"mediaType": ociManifest, "artifactType": bundleArtifactType, "digest": digest, "size": 10,
+				}}})
+			default:
+				m, _ := json.Marshal(map[string]any{"schemaVersion": 2, "layers": []any{map[string]any{
+					"mediaType": bundleArtifactType, "digest": digest, "size": 1 << 30,
+				}}})
+				_, _ = w.Write(m)
+			}
+		}, verify.ErrUntrusted},
+		{"500 everywhere", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "down", http.StatusInternalServerError)
+		}, verify.ErrUnavailable},
+		{"never answers", func(w http.ResponseWriter, r *http.Request) {
+			<-r.Context().Done()
+		}, verify.ErrUnavailable},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(tc.handler)
+			defer srv.Close()
+			u, _ := url.Parse(srv.URL)
+			cfg := Config{Keys: []string{harness.PublicKeyPEM(key)}}
+			v, err := New("hostile", cfg, verify.Deps{RequestTimeout: 500 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := verify.Subject{Ref: imageref.MustParse(u.Host + "/app@" + digest), Digest: digest}
+			res, err := v.Verify(context.Background(), s)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("Verify = %v, %v; want %v", res, err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestNoDigestIsUnavailable(t *testing.T) {
+	v := keysVerifier(t, 1, "", newKey(t, elliptic.P256()))
+	_, err := v.Verify(context.Background(), verify.Subject{Ref: imageref.MustParse("127.0.0.1:1/app:v1")})
+	if !errors.Is(err, verify.ErrUnavailable) {
+		t.Fatalf("Verify without digest = %v, want unavailable", err)
+	}
+}
