@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Set-up from a bare Debian machine with Go: everything `make demo` and
+# `make test` need, installed when missing, quickly skipped when present.
+#
+#   hack/setup.sh            Debian packages, helm, kube-apiserver
+#   hack/setup.sh --no-kube  the same without kube-apiserver (for `make image`-only use)
+#
+# What and how long (measured on 2 busy cores, see README "Quick start"):
+#   Debian packages notary, docker-registry, etcd-server, kubectl  about 1 minute (apt-get; sudo when not root)
+#   helm v4.3.2 (go install, cached in $TRUSTGATE_CACHE/bin)       about 2-4 minutes, once
+#   kube-apiserver v1.37.2 (hack/kube-apiserver.sh, cached)        about 10-15 minutes, once
+# A second run finds everything and takes about a second.
+#
+# It prints the helm path's folder last on stdout (callers add it to PATH);
+# progress goes to stderr.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/trustgate"
+gobin="$cache/bin"
+HELM_VERSION=v4.3.2
+kube=1
+[[ "${1:-}" == "--no-kube" ]] && kube=0
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+start=$SECONDS
+
+# Debian packages. Binary name : package name. kubectl comes from the
+# "kubectl" package when an apt source offers it (Kubernetes' own repository),
+# else from Debian's older "kubernetes-client".
+kubectl_pkg=kubernetes-client
+apt-cache show kubectl >/dev/null 2>&1 && kubectl_pkg=kubectl
+need=()
+for pair in notary-server:notary notary:notary docker-registry:docker-registry etcd:etcd-server kubectl:$kubectl_pkg; do
+	command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
+done
+if ((${#need[@]})); then
+	mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+	sudo=()
+	if [[ "$(id -u)" != 0 ]]; then
+		command -v sudo >/dev/null || { say "need root or sudo to install: ${need[*]}"; exit 2; }
+		sudo=(sudo)
+	fi
+	command -v apt-get >/dev/null || { say "no apt-get: install ${need[*]} by hand (Debian package names)"; exit 2; }
+	say "installing Debian packages ${need[*]} with apt-get (about a minute)"
+	t=$SECONDS
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+	say "Debian packages installed in $((SECONDS - t)) s"
+	# The packages ship systemd units; nothing here starts them, and the
+	# tests always pick free ports, so they are left alone.
+fi
+
+# helm, built from its Go module into the cache (no download of release
+# binaries: only the Go module proxy is reachable here).
+mkdir -p "$gobin"
+if ! "$gobin/helm" version --short 2>/dev/null | grep -q "^${HELM_VERSION}"; then
+	say "building helm $HELM_VERSION into $gobin with go install (about 2-4 minutes, once)"
+	t=$SECONDS
+	GOBIN="$gobin" go install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" >&2
+	say "helm built in $((SECONDS - t)) s"
+fi
+
+if ((kube)); then
+	# Prints its own message when it builds (about 10-15 minutes, once).
+	"$root/hack/kube-apiserver.sh" >/dev/null
+fi
+
+say "ready in $((SECONDS - start)) s (helm and kube-apiserver cached in $cache)"
+echo "$gobin"
