@@ -20,8 +20,9 @@ func newCheckCmd() *cobra.Command {
 		Use:   "check --policy FILE -f MANIFESTS.yaml",
 		Short: "Judge every image of every workload in Kubernetes manifests",
 		Long: `Judge every image of every workload (Pods and the pod templates of Deployments,
-ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs and ReplicationControllers)
-in multi-document YAML or a List, as the webhook would. Objects without a namespace
+ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs and ReplicationControllers:
+containers, init and ephemeral containers and image volumes) in multi-document YAML
+or a List, as the webhook would. Objects without a namespace
 are judged in --namespace. With --pin, print the manifests with every verified image
 pinned to its digest instead (for pipelines that commit digests: the GitOps path).`,
 		Args: cobra.NoArgs,
