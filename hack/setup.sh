@@ -28,7 +28,7 @@ start=$SECONDS
 # "kubectl" package when an apt source offers it (Kubernetes' own repository),
 # else from Debian's older "kubernetes-client".
 kubectl_pkg=kubernetes-client
-apt-cache show kubectl >/dev/null 2>&1 && kubectl_pkg=kubectl
+if ! command -v kubectl >/dev/null 2>&1 && apt-cache show kubectl >/dev/null 2>&1; then kubectl_pkg=kubectl; fi
 need=()
 for pair in notary-server:notary notary:notary docker-registry:docker-registry etcd:etcd-server kubectl:$kubectl_pkg; do
 	command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
@@ -53,10 +53,13 @@ fi
 # helm, built from its Go module into the cache (no download of release
 # binaries: only the Go module proxy is reachable here).
 mkdir -p "$gobin"
-if ! "$gobin/helm" version --short 2>/dev/null | grep -q "^${HELM_VERSION}"; then
-	say "building helm $HELM_VERSION into $gobin with go install (about 2-4 minutes, once)"
+# A go-installed helm reports only "v4.3" (no release ldflags), so a stamp
+# file records which version was built.
+if [[ ! -x "$gobin/helm" || "$(cat "$gobin/helm.version" 2>/dev/null)" != "$HELM_VERSION" ]]; then
+	say "building helm $HELM_VERSION into $gobin with go install (about 2-4 minutes on idle cores, once)"
 	t=$SECONDS
 	GOBIN="$gobin" go install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" >&2
+	echo "$HELM_VERSION" >"$gobin/helm.version"
 	say "helm built in $((SECONDS - t)) s"
 fi
 

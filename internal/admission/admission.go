@@ -89,6 +89,10 @@ type PolicySource interface {
 	Policy() *policy.Policy
 }
 
+// serve passes the engine as the Evaluator: it must stay a PolicySource, or
+// a deadline cut would fall back to enforce-mode denies in warn and audit.
+var _ PolicySource = (*engine.Engine)(nil)
+
 // EvaluatorFunc adapts a function to Evaluator.
 type EvaluatorFunc func(ctx context.Context, req engine.Request) engine.Report
 
