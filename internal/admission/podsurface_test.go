@@ -205,7 +205,7 @@ func TestDeadlineCutFollowsPolicyMode(t *testing.T) {
 			}
 			wantAnn := map[string]string(nil)
 			if tc.wantAudit {
-				wantAnn = map[string]string{"image-0": "decision=deny rule=- image=registry.example/app:1"}
+				wantAnn = map[string]string{"image-0": "decision=unavailable rule=- image=registry.example/app:1"}
 			}
 			if tc.wantAllowed && !reflect.DeepEqual(v.AuditAnnotations, wantAnn) {
 				t.Errorf("audit annotations = %v, want %v", v.AuditAnnotations, wantAnn)

@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/trustgate-dev/trustgate/internal/engine"
@@ -96,12 +94,9 @@ func (w *Webhook) review(ctx context.Context, req *decodedReview) (*admissionv1.
 		// Enforce, or an unknown mode: fail closed.
 		resp := &admissionv1.AdmissionResponse{
 			Allowed: false,
-			Result: &metav1.Status{
-				Status:  metav1.StatusFailure,
-				Code:    http.StatusForbidden,
-				Reason:  metav1.StatusReasonForbidden,
-				Message: denyMessage(denied, judged),
-			},
+			// 403 for a definite no, 503 when only checks that could
+			// not complete stand in the way (verdict.go).
+			Result: denyStatus(denied, denyMessage(denied, judged)),
 		}
 		if !w.mutate {
 			// Recorded for rejected requests too; /mutate leaves them to
@@ -117,6 +112,7 @@ func (w *Webhook) review(ctx context.Context, req *decodedReview) (*admissionv1.
 		return w.pinResponse(obj, judged, decisions, req.SubResource == "")
 	}
 	resp := &admissionv1.AdmissionResponse{Allowed: true, AuditAnnotations: auditAnnotations(decisions)}
+	resp.Warnings = w.deprecationWarnings(decisions)
 	if mode == policy.Warn {
 		for i, d := range denied {
 			if i == maxWarnings {
@@ -257,7 +253,7 @@ func timedOut(images []string, mode policy.Mode, exempt bool, reason string) eng
 		return r
 	}
 	for _, img := range images {
-		r.Decisions = append(r.Decisions, engine.Decision{Image: img, Action: "deny", Reason: reason})
+		r.Decisions = append(r.Decisions, engine.Decision{Image: img, Action: "deny", Reason: reason, Unavailable: true})
 	}
 	return r
 }
@@ -318,10 +314,7 @@ func auditAnnotations(ds []engine.Decision) map[string]string {
 	}
 	out := make(map[string]string, len(ds))
 	for i, d := range ds {
-		decision := "deny"
-		if d.Allowed {
-			decision = "allow"
-		}
+		decision := d.Verdict()
 		rule := d.Rule
 		if rule == "" {
 			rule = "-"
@@ -329,6 +322,9 @@ func auditAnnotations(ds []engine.Decision) map[string]string {
 		v := fmt.Sprintf("decision=%s rule=%s image=%s", decision, rule, d.Image)
 		if d.Digest != "" {
 			v += " digest=" + d.Digest
+		}
+		if o := outcomesText(d); o != "" {
+			v += " verifiers=" + o
 		}
 		out["image-"+strconv.Itoa(i)] = truncate(v, maxAnnotationLen)
 	}
@@ -386,9 +382,9 @@ func (w *Webhook) record(req *decodedReview, obj *workload.Object, report engine
 		return
 	}
 	for _, d := range ds {
-		decision, level := "deny", slog.LevelWarn
+		decision, level := d.Verdict(), slog.LevelWarn
 		if d.Allowed {
-			decision, level = "allow", slog.LevelInfo
+			level = slog.LevelInfo
 		}
 		if w.log.Enabled(ctx, level) {
 			attrs := append(append(make([]slog.Attr, 0, len(commonAttrs())+9), commonAttrs()...),
@@ -400,6 +396,7 @@ func (w *Webhook) record(req *decodedReview, obj *workload.Object, report engine
 			if d.Reason != "" {
 				attrs = append(attrs, slog.String("reason", d.Reason))
 			}
+			attrs = outcomeAttrs(attrs, d)
 			w.log.LogAttrs(ctx, level, "admission decision", attrs...)
 		}
 		if w.metrics != nil {

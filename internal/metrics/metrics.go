@@ -9,10 +9,13 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	AdmissionRequests *prometheus.CounterVec   // path, outcome (allowed|denied|error)
 	AdmissionDuration *prometheus.HistogramVec // path
-	Decisions         *prometheus.CounterVec   // rule, decision (allow|deny)
+	Decisions         *prometheus.CounterVec   // rule, decision (allow|deny|unavailable)
 	VerifyDuration    *prometheus.HistogramVec // verifier, result (ok|untrusted|unavailable)
 	CacheLookups      *prometheus.CounterVec   // result (hit|miss|shared)
 	PolicyReloads     *prometheus.CounterVec   // result (ok|error)
+	// DeprecatedAdmissions counts images admitted only through deprecated
+	// verifiers, by verifier: what still depends on a scheme going away.
+	DeprecatedAdmissions *prometheus.CounterVec // verifier
 }
 
 // New creates the instruments and registers them with reg (if not nil).
@@ -26,7 +29,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "trustgate_admission_duration_seconds", Help: "Time to answer an AdmissionReview.", Buckets: buckets,
 		}, []string{"path"}),
 		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "trustgate_image_decisions_total", Help: "Image decisions by rule and decision.",
+			Name: "trustgate_image_decisions_total", Help: "Image decisions by rule and decision: allow, deny (not trusted), unavailable (denied because a check could not complete).",
 		}, []string{"rule", "decision"}),
 		VerifyDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "trustgate_verification_duration_seconds", Help: "Signature verification latency by verifier and result (cache misses only).", Buckets: buckets,
@@ -37,9 +40,12 @@ func New(reg prometheus.Registerer) *Metrics {
 		PolicyReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trustgate_policy_reloads_total", Help: "Policy file reloads by result.",
 		}, []string{"result"}),
+		DeprecatedAdmissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trustgate_deprecated_admissions_total", Help: "Images admitted only through deprecated verifiers, by verifier.",
+		}, []string{"verifier"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.AdmissionRequests, m.AdmissionDuration, m.Decisions, m.VerifyDuration, m.CacheLookups, m.PolicyReloads)
+		reg.MustRegister(m.AdmissionRequests, m.AdmissionDuration, m.Decisions, m.VerifyDuration, m.CacheLookups, m.PolicyReloads, m.DeprecatedAdmissions)
 	}
 	return m
 }
