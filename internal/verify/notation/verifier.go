@@ -57,6 +57,10 @@ type Verifier struct {
 
 	mu    sync.Mutex
 	repos map[string]*remote.Repository // credential key | repository
+	// referrersAPI remembers, per registry host, whether it serves the
+	// referrers API: a new repository on a known registry then costs no
+	// probe (a registry's capability does not depend on the repository).
+	referrersAPI map[string]bool
 }
 
 var _ verify.Verifier = (*Verifier)(nil)
@@ -107,7 +111,7 @@ func New(name string, cfg *Config, deps verify.Deps) (*Verifier, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Verifier{name: name, cfg: c, nv: nv, http: regClient, logger: logger, repos: map[string]*remote.Repository{}}, nil
+	return &Verifier{name: name, cfg: c, nv: nv, http: regClient, logger: logger, repos: map[string]*remote.Repository{}, referrersAPI: map[string]bool{}}, nil
 }
 
 // Name is the verifier's policy name.
@@ -199,18 +203,35 @@ func (v *Verifier) repository(ctx context.Context, s verify.Subject) (*remote.Re
 			break
 		}
 	}
-	r := &remote.Repository{
-		Client:           newAuthClient(v.http, s.Ref.Registry(), cred),
-		Reference:        registry.Reference{Registry: s.Ref.Registry(), Repository: s.Ref.Path()},
-		PlainHTTP:        plainHTTP(s.Ref.Registry()),
-		MaxMetadataBytes: maxManifestBytes,
-		SkipReferrersGC:  true,
-	}
+	r := v.newRepository(newAuthClient(v.http, s.Ref.Registry(), cred), registry.Reference{Registry: s.Ref.Registry(), Repository: s.Ref.Path()})
 	if err := r.Reference.ValidateRepository(); err != nil {
 		return nil, err
 	}
+	if capable, known := v.referrersAPI[s.Ref.Registry()]; known {
+		_ = r.SetReferrersCapability(capable) // a new repository: cannot be set yet
+	}
 	v.repos[key] = r
 	return r, nil
+}
+
+// learnReferrersAPI records whether host serves the referrers API.
+func (v *Verifier) learnReferrersAPI(host string, capable bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.referrersAPI) >= maxRepos {
+		clear(v.referrersAPI)
+	}
+	v.referrersAPI[host] = capable
+}
+
+func (v *Verifier) newRepository(client remote.Client, ref registry.Reference) *remote.Repository {
+	return &remote.Repository{
+		Client:           client,
+		Reference:        ref,
+		PlainHTTP:        plainHTTP(ref.Registry),
+		MaxMetadataBytes: maxManifestBytes,
+		SkipReferrersGC:  true,
+	}
 }
 
 // errEnough stops listing once maxSignatures+1 signatures are known.
@@ -219,7 +240,54 @@ var errEnough = errors.New("enough signatures")
 // listSignatures returns up to maxSignatures Notation signature manifests
 // referring to d (referrers API, else the sha256-<hex> tag index) and
 // whether there were more.
+//
+// On a registry not met before, the referrers API and the tag index are
+// asked at once rather than one after the other (what oras does): on a
+// registry without the API that saves a round trip, and on one with it the
+// extra request is the tag index lookup the anchor's digest resolution
+// would have cost anyway.
 func (v *Verifier) listSignatures(ctx context.Context, repo *remote.Repository, d digest.Digest) ([]ocispec.Descriptor, bool, error) {
+	v.mu.Lock()
+	_, known := v.referrersAPI[repo.Reference.Registry]
+	v.mu.Unlock()
+	if known {
+		return v.list(ctx, repo, d)
+	}
+	type listing struct {
+		sigs []ocispec.Descriptor
+		more bool
+		err  error
+	}
+	var api, tags listing
+	var wg sync.WaitGroup
+	probe := func(capable bool, into *listing) {
+		defer wg.Done()
+		r := v.newRepository(repo.Client, repo.Reference)
+		_ = r.SetReferrersCapability(capable) // new: cannot be set yet
+		into.sigs, into.more, into.err = v.list(ctx, r, d)
+	}
+	wg.Add(2)
+	go probe(true, &api)
+	go probe(false, &tags)
+	wg.Wait()
+	switch {
+	case api.err == nil:
+		v.learnReferrersAPI(repo.Reference.Registry, true)
+		_ = repo.SetReferrersCapability(true)
+		return api.sigs, api.more, nil
+	case errors.Is(api.err, errdef.ErrUnsupported):
+		if tags.err == nil {
+			v.learnReferrersAPI(repo.Reference.Registry, false)
+			_ = repo.SetReferrersCapability(false)
+		}
+		return tags.sigs, tags.more, tags.err
+	default:
+		return nil, false, api.err
+	}
+}
+
+// list lists through repo as its referrers capability says.
+func (v *Verifier) list(ctx context.Context, repo *remote.Repository, d digest.Digest) ([]ocispec.Descriptor, bool, error) {
 	var out []ocispec.Descriptor
 	err := repo.Referrers(ctx, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: d}, nregistry.ArtifactTypeNotation, func(page []ocispec.Descriptor) error {
 		for _, desc := range page {

@@ -101,26 +101,36 @@ func TestDockerRegistryTagIndex(t *testing.T) {
 	if _, err := harness.Sign(ctx, tr.other, repo, otherD, harness.SignOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	repo2 := reg.Repo("notation/other-app")
+	d2, err := harness.PushRandomImage(ctx, repo2, "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := harness.Sign(ctx, tr.leaf, repo2, d2, harness.SignOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	ct := &counting{base: http.DefaultTransport.(*http.Transport).Clone()}
 	v, err := notation.New("nv", &tr.cfg, verify.Deps{Transport: ct, RequestTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, tc := range []struct {
-		name, digest string
-		want         error
-		requests     int64
+		name, repo, digest string
+		want               error
+		requests           int64
 	}{
 		// referrers probe (404), tag index, signature manifest, envelope
-		{"JWS", jwsD, nil, 4},
-		// the repository now knows: tag index, manifest, envelope
-		{"COSE", coseD, nil, 3},
+		{"JWS", repo, jwsD, nil, 4},
+		// the verifier now knows the registry: tag index, manifest, envelope
+		{"COSE", repo, coseD, nil, 3},
 		// tag index (404)
-		{"unsigned", unsignedD, verify.ErrUntrusted, 1},
-		{"untrusted root", otherD, verify.ErrUntrusted, 3},
+		{"unsigned", repo, unsignedD, verify.ErrUntrusted, 1},
+		{"untrusted root", repo, otherD, verify.ErrUntrusted, 3},
+		// another repository of the same registry: no new probe
+		{"other repository", repo2, d2, nil, 3},
 	} {
 		before := ct.n.Load()
-		res, err := v.Verify(ctx, subject(t, repo, tc.digest))
+		res, err := v.Verify(ctx, subject(t, tc.repo, tc.digest))
 		n := ct.n.Load() - before
 		switch {
 		case tc.want == nil && err != nil:
