@@ -86,14 +86,20 @@ func verdict(stderr io.Writer, reps ...engine.Report) error {
 }
 
 type jsonDecision struct {
-	Object  string   `json:"object,omitempty"`
-	Image   string   `json:"image"`
-	Allowed bool     `json:"allowed"`
-	Rule    string   `json:"rule,omitempty"`
-	Digest  string   `json:"digest,omitempty"`
-	Pinned  string   `json:"pinned,omitempty"`
-	Signers []string `json:"signers,omitempty"`
-	Reason  string   `json:"reason"`
+	Object  string `json:"object,omitempty"`
+	Image   string `json:"image"`
+	Allowed bool   `json:"allowed"`
+	// Decision is allow, deny (a definite no) or unavailable (denied
+	// because a check could not complete: retrying may pass).
+	Decision string   `json:"decision"`
+	Rule     string   `json:"rule,omitempty"`
+	Digest   string   `json:"digest,omitempty"`
+	Pinned   string   `json:"pinned,omitempty"`
+	Signers  []string `json:"signers,omitempty"`
+	Reason   string   `json:"reason"`
+	// Verifiers is what each verifier of the rule said: passed, untrusted,
+	// unavailable or skipped (not needed for the verdict), with its reason.
+	Verifiers []engine.Outcome `json:"verifiers,omitempty"`
 }
 
 func printReport(w io.Writer, format, object string, rep engine.Report) error {
@@ -108,8 +114,8 @@ func printReport(w io.Writer, format, object string, rep engine.Report) error {
 		var err error
 		if format == "json" {
 			err = json.NewEncoder(w).Encode(jsonDecision{
-				Object: object, Image: d.Image, Allowed: d.Allowed, Rule: d.Rule, Digest: d.Digest,
-				Pinned: d.Pin, Signers: d.Signers, Reason: d.Reason,
+				Object: object, Image: d.Image, Allowed: d.Allowed, Decision: d.Verdict(), Rule: d.Rule, Digest: d.Digest,
+				Pinned: d.Pin, Signers: d.Signers, Reason: d.Reason, Verifiers: d.Outcomes,
 			})
 		} else if d.Allowed {
 			digest := d.Digest
