@@ -82,7 +82,10 @@ func New(name string, cfg *Config, deps verify.Deps) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	regClient := &http.Client{Transport: guard{base: base.Transport}, CheckRedirect: base.CheckRedirect, Timeout: timeout}
+	// Blob downloads may be redirected to the registry's storage host (ACR
+	// to Azure blob storage); the envelope is checked against its digest.
+	// Everything else stays on the registry's origin.
+	regClient := &http.Client{Transport: guard{base: base.Transport}, CheckRedirect: verify.CheckBlobRedirect, Timeout: timeout}
 	// CRL and OCSP requests go to the URLs of certificates that already
 	// chained to the trust store: the trusted CA's endpoints.
 	revClient := &http.Client{Transport: base.Transport, CheckRedirect: base.CheckRedirect, Timeout: timeout}

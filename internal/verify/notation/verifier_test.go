@@ -249,12 +249,35 @@ func TestVerificationLevels(t *testing.T) {
 	}
 	rootRepo, byOther := image(t, reg.Host(), "lv/other-root")
 	sign(t, otherLeaf, rootRepo, byOther, harness.SignOptions{})
+	// The same kind of short-lived certificate, with an RFC 3161
+	// countersignature from a local TSA proving the signing time.
+	tsa, err := harness.NewTSA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherTSA, err := harness.NewTSA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tsRepo, timestamped := image(t, reg.Host(), "lv/timestamped")
+	for _, mt := range []string{harness.JWS, harness.COSE} {
+		sign(t, short, tsRepo, timestamped, harness.SignOptions{MediaType: mt, Timestamper: tsa, TSARoots: tsa.Roots()})
+	}
+	if tsa.Calls() != 2 {
+		t.Fatalf("the TSA issued %d timestamps, want 2", tsa.Calls())
+	}
 	// notation-go refuses to sign with an expired certificate: wait for it.
 	time.Sleep(time.Until(short.Cert.NotAfter.Add(500 * time.Millisecond)))
 
 	level := func(l string, override map[string]string) notation.Config {
 		c := strictConfig(p)
 		c.SignatureVerification = notation.SignatureVerification{Level: l, Override: override}
+		return c
+	}
+	withTSA := func(root string, verifyTimestamp string) notation.Config {
+		c := strictConfig(p)
+		c.TrustStores.TSA = []string{root}
+		c.SignatureVerification.VerifyTimestamp = verifyTimestamp
 		return c
 	}
 	for _, tc := range []struct {
@@ -276,6 +299,13 @@ func TestVerificationLevels(t *testing.T) {
 		{"permissive, untrusted root", level("permissive", nil), rootRepo, byOther, "authenticity", ""},
 		{"audit, untrusted root", level("audit", nil), rootRepo, byOther, "", "authenticity (log)"},
 		{"audit, expired certificate", level("audit", nil), expRepo, expired, "", "authenticTimestamp (log)"},
+		// A trusted timestamp keeps a signature made while the certificate
+		// was valid; both envelopes carry one (either may be tried first).
+		{"strict, expired certificate, trusted timestamp", withTSA(tsa.RootPEM(), ""), tsRepo, timestamped, "", "level strict"},
+		{"strict afterCertExpiry, expired certificate, trusted timestamp", withTSA(tsa.RootPEM(), "afterCertExpiry"), tsRepo, timestamped, "", "level strict"},
+		{"strict, expired certificate, timestamp from an untrusted TSA", withTSA(otherTSA.RootPEM(), ""), tsRepo, timestamped, "authenticTimestamp", ""},
+		{"strict, expired certificate, timestamp but no tsa store", level("strict", nil), tsRepo, timestamped, "authenticTimestamp", ""},
+		{"strict, expired certificate without timestamp, tsa store", withTSA(tsa.RootPEM(), ""), expRepo, expired, "authenticTimestamp", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newVerifier(t, tc.cfg)
