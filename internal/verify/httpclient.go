@@ -106,6 +106,45 @@ func CheckRedirect(req *http.Request, via []*http.Request) error {
 	return nil
 }
 
+// CheckBlobRedirect is the redirect policy for clients that download
+// content-addressed blobs from a registry (signature layers, bundles).
+// Registries legitimately answer blob GETs with a redirect to a storage
+// host (Docker Hub to its CDN, ACR to Azure blob storage, ECR to S3), and
+// what comes back is checked against the digest asked for, so a redirect
+// of a request for /v2/…/blobs/<digest> may leave the registry's origin,
+// to https only. Every other request (the /v2/ ping, manifests, tags,
+// referrers) stays on its origin as CheckRedirect requires.
+func CheckBlobRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) == 0 {
+		return nil
+	}
+	if !isBlobPath(via[0].URL.Path) {
+		return CheckRedirect(req, via)
+	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("%w: refusing redirect from https to %s (%s)", ErrRedirect, req.URL.Scheme, origin(req.URL))
+	}
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("%w: stopped after %d redirects", ErrRedirect, maxRedirects)
+	}
+	return nil
+}
+
+// isBlobPath reports whether p is a registry blob download,
+// /v2/<name>/blobs/<algorithm>:<hex>.
+func isBlobPath(p string) bool {
+	rest, ok := strings.CutPrefix(p, "/v2/")
+	if !ok {
+		return false
+	}
+	i := strings.LastIndex(rest, "/blobs/")
+	if i <= 0 {
+		return false
+	}
+	alg, hex, ok := strings.Cut(rest[i+len("/blobs/"):], ":")
+	return ok && (alg == "sha256" || alg == "sha512") && hex != "" && strings.Trim(hex, "0123456789abcdef") == ""
+}
+
 func checkRedirectTarget(from, to *url.URL) error {
 	if from.Scheme == "https" && to.Scheme != "https" {
 		return fmt.Errorf("%w: refusing redirect from https to %s (%s)", ErrRedirect, to.Scheme, origin(to))

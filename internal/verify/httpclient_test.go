@@ -183,6 +183,52 @@ func TestRedirectsStayOnOrigin(t *testing.T) {
 	}
 }
 
+// TestCheckBlobRedirect: a blob download may follow the registry to its
+// storage host over https; nothing else leaves the origin, and nothing goes
+// from https to http.
+func TestCheckBlobRedirect(t *testing.T) {
+	blob := "/v2/team/app/blobs/sha256:" + strings.Repeat("ab", 32)
+	mk := func(raw string) *http.Request {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &http.Request{URL: u}
+	}
+	tests := []struct {
+		name, first, next string
+		hops              int
+		wantErr           string
+	}{
+		{"blob to storage host", "https://reg.example.com" + blob, "https://storage.example.net/x?sig=1", 1, ""},
+		{"blob to http storage", "https://reg.example.com" + blob, "http://storage.example.net/x", 1, "https to http"},
+		{"blob loop", "https://reg.example.com" + blob, "https://storage.example.net/x", 3, "stopped after 3"},
+		{"manifest to another host", "https://reg.example.com/v2/team/app/manifests/v1", "https://evil.example.net/x", 1, "redirected to another host"},
+		{"ping to another host", "https://reg.example.com/v2/", "https://evil.example.net/v2/", 1, "redirected to another host"},
+		{"blob-looking tag path", "https://reg.example.com/v2/team/app/manifests/blobs", "https://evil.example.net/x", 1, "redirected to another host"},
+		{"not a digest", "https://reg.example.com/v2/team/app/blobs/uploads/", "https://evil.example.net/x", 1, "redirected to another host"},
+		{"manifest within the origin", "https://reg.example.com/v2/team/app/manifests/v1", "https://REG.example.com:443/v2/x", 1, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			via := []*http.Request{mk(tc.first)}
+			for len(via) < tc.hops {
+				via = append(via, mk(tc.next))
+			}
+			err := CheckBlobRedirect(mk(tc.next), via)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("CheckBlobRedirect: %v, want the redirect followed", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrRedirect) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("CheckBlobRedirect: %v, want ErrRedirect saying %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
