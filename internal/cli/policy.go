@@ -1,31 +1,39 @@
 package cli
 
 import (
+	"sync"
+
 	"github.com/trustgate-dev/trustgate/internal/engine"
 	"github.com/trustgate-dev/trustgate/internal/metrics"
 	"github.com/trustgate-dev/trustgate/internal/policy"
 	"github.com/trustgate-dev/trustgate/internal/resolve"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 	"github.com/trustgate-dev/trustgate/internal/verify/acr"
+	"github.com/trustgate-dev/trustgate/internal/verify/notation"
 	"github.com/trustgate-dev/trustgate/internal/verify/notaryv1"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 )
 
-// factories lists every verifier type a policy may use.
-func factories() map[string]verify.Factory {
-	return map[string]verify.Factory{
-		"notaryv1":     notaryv1.Factory,
-		"acrSignedTag": acr.Factory,
-	}
+// registerSchemes registers every signature scheme a policy may use, once
+// per process: adding a scheme is its package plus one entry here.
+var registerSchemes = sync.OnceFunc(func() {
+	verify.Register(notaryv1.Scheme, acr.Scheme, notation.Scheme)
+})
+
+// loadPolicy loads path once (verify, check, audit), turning any problem
+// into a configuration error.
+func loadPolicy(path string) (*policy.Policy, error) {
+	return loadPolicyWith(policy.NewLoader(verify.Registered(), verify.Deps{}), path)
 }
 
-// loadPolicy loads path, turning any problem into a configuration error.
-func loadPolicy(path string) (*policy.Policy, error) {
+// loadPolicyWith loads path with l, which keeps verifier instances from one
+// policy to the next (serve).
+func loadPolicyWith(l *policy.Loader, path string) (*policy.Policy, error) {
 	if path == "" {
 		return nil, usageErr("--policy is required")
 	}
-	p, err := policy.Load(path, factories(), verify.Deps{})
+	p, err := l.Load(path)
 	if err != nil {
 		return nil, &exitError{code: ExitUsage, err: err}
 	}

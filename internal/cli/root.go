@@ -42,6 +42,7 @@ var Version = "dev"
 
 // NewRoot returns the trustgate command tree.
 func NewRoot() *cobra.Command {
+	registerSchemes()
 	root := &cobra.Command{
 		Use:   "trustgate",
 		Short: "Admit only container images whose signatures verify",

@@ -1,15 +1,18 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,9 +26,11 @@ import (
 	"github.com/trustgate-dev/trustgate/internal/certwatch"
 	"github.com/trustgate-dev/trustgate/internal/engine"
 	"github.com/trustgate-dev/trustgate/internal/metrics"
+	"github.com/trustgate-dev/trustgate/internal/policy"
 	"github.com/trustgate-dev/trustgate/internal/pullsecrets"
 	"github.com/trustgate-dev/trustgate/internal/resolve"
 	"github.com/trustgate-dev/trustgate/internal/server"
+	"github.com/trustgate-dev/trustgate/internal/verify"
 )
 
 type serveOptions struct {
@@ -86,7 +91,11 @@ func runServe(cmd *cobra.Command, o serveOptions) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
 
-	p, err := loadPolicy(o.policyPath)
+	// One loader for the process: verifiers whose configuration (and the
+	// files it names) did not change keep their state across reloads. The
+	// serve logger reaches them (root rotations, first-use roots).
+	loader := policy.NewLoader(verify.Registered(), verify.Deps{Logger: log})
+	p, err := loadPolicyWith(loader, o.policyPath)
 	if err != nil {
 		return err
 	}
@@ -117,7 +126,7 @@ func runServe(cmd *cobra.Command, o serveOptions) error {
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	go watchPolicy(ctx, o.policyPath, o.reloadPeriod, eng, m, log)
+	go watchPolicy(ctx, o.policyPath, o.reloadPeriod, loader, eng, m, log)
 
 	srv, err := server.New(server.Options{
 		Addr:           o.addr,
@@ -167,10 +176,21 @@ func servingCertificate(ctx context.Context, o serveOptions, log *slog.Logger) (
 	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }, nil
 }
 
-// watchPolicy reloads the policy when the file's content changes. A policy
-// that fails to load is logged and counted; the one in force stays.
-func watchPolicy(ctx context.Context, path string, period time.Duration, eng *engine.Engine, m *metrics.Metrics, log *slog.Logger) {
-	last := fileSum(path)
+// watchPolicy reloads the policy when the policy file or a file its
+// verifiers read (root keys, CA bundles, docker configs) changes: a changed
+// root key file takes effect like a changed policy. A policy that fails to
+// load is logged and counted once per state of the files; the one in force
+// stays. After a refusal the files the refused policy tried to read are
+// watched too, so creating or fixing one of them retries.
+func watchPolicy(ctx context.Context, path string, period time.Duration, loader *policy.Loader, eng *engine.Engine, m *metrics.Metrics, log *slog.Logger) {
+	watched := func() []string {
+		var paths []string
+		for _, in := range eng.Policy().Inputs {
+			paths = append(paths, in.Path)
+		}
+		return append(paths, loader.Attempted()...)
+	}
+	last := recordedState(eng.Policy().Inputs)
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
@@ -179,28 +199,78 @@ func watchPolicy(ctx context.Context, path string, period time.Duration, eng *en
 			return
 		case <-t.C:
 		}
-		sum := fileSum(path)
-		if sum == nil || bytes.Equal(sum, last) {
+		now := diskState(watched())
+		if now == last {
 			continue
 		}
-		last = sum
-		p, err := loadPolicy(path)
+		last = now
+		old := eng.Policy()
+		p, err := loadPolicyWith(loader, path)
 		if err != nil {
 			m.PolicyReloads.WithLabelValues("error").Inc()
 			log.Error("policy reload refused; the previous policy stays in force", "path", path, "error", err)
+			// Watch what the refused policy needed as well.
+			last = diskState(watched())
 			continue
 		}
 		eng.SetPolicy(p)
+		last = recordedState(p.Inputs)
+		kept := 0
+		for _, v := range p.Verifiers {
+			for _, ov := range old.Verifiers {
+				if v == ov {
+					kept++
+					break
+				}
+			}
+		}
 		m.PolicyReloads.WithLabelValues("ok").Inc()
-		log.Info("policy reloaded", "path", path, "generation", p.Generation, "rules", len(p.Rules), "mode", p.Mode)
+		log.Info("policy reloaded", "path", path, "generation", p.Generation, "rules", len(p.Rules), "mode", p.Mode,
+			"verifiersKept", kept, "verifiersBuilt", len(p.Verifiers)-kept, "files", len(p.Inputs))
 	}
 }
 
-func fileSum(path string) []byte {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil
+// recordedState and diskState describe files by content, in one format:
+// equal when the files on disk are those a policy was built from.
+func recordedState(inputs []policy.Input) string {
+	sums := map[string]string{}
+	for _, in := range inputs {
+		sums[in.Path] = in.SHA256
 	}
-	s := sha256.Sum256(data)
-	return s[:]
+	return formatState(sums)
+}
+
+func diskState(paths []string) string {
+	sums := map[string]string{}
+	for _, p := range paths {
+		if _, done := sums[p]; done {
+			continue
+		}
+		sums[p] = ""
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		h := sha256.New()
+		// Bounded like the loader's reads; a longer file still differs.
+		_, err = io.Copy(h, io.LimitReader(f, policy.MaxReferencedFileBytes+1))
+		f.Close()
+		if err == nil {
+			sums[p] = hex.EncodeToString(h.Sum(nil))
+		}
+	}
+	return formatState(sums)
+}
+
+func formatState(sums map[string]string) string {
+	paths := make([]string, 0, len(sums))
+	for p := range sums {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	var b strings.Builder
+	for _, p := range paths {
+		fmt.Fprintf(&b, "%q %s\n", p, sums[p])
+	}
+	return b.String()
 }

@@ -5,19 +5,12 @@
 package policy
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -90,14 +83,14 @@ const (
 
 // File is the policy document as written.
 type File struct {
-	APIVersion       string         `json:"apiVersion"`
-	Kind             string         `json:"kind"`
-	Mode             Mode           `json:"mode,omitempty"`
-	Unmatched        Action         `json:"unmatched,omitempty"`
-	ExemptNamespaces []string       `json:"exemptNamespaces,omitempty"`
-	Settings         SettingsFile   `json:"settings,omitempty"`
-	Verifiers        []VerifierFile `json:"verifiers,omitempty"`
-	Rules            []RuleFile     `json:"rules,omitempty"`
+	APIVersion       string        `json:"apiVersion"`
+	Kind             string        `json:"kind"`
+	Mode             Mode          `json:"mode,omitempty"`
+	Unmatched        Action        `json:"unmatched,omitempty"`
+	ExemptNamespaces []string      `json:"exemptNamespaces,omitempty"`
+	Settings         SettingsFile  `json:"settings,omitempty"`
+	Verifiers        VerifierFiles `json:"verifiers,omitempty"`
+	Rules            []RuleFile    `json:"rules,omitempty"`
 }
 
 // SettingsFile holds runtime tunables.
@@ -108,8 +101,9 @@ type SettingsFile struct {
 	DenyCacheTTL   string `json:"denyCacheTTL,omitempty"`   // definite denies, default 10s
 }
 
-// VerifierFile is one named trust configuration; exactly the block named by
-// its type is read, by that type's factory.
+// VerifierFile is one named trust configuration: `{name, type, <type>:
+// {...}}` with exactly one block, named like its type, which that type's
+// registered scheme decodes (UnmarshalJSON in verifiers.go).
 type VerifierFile struct {
 	Name string `json:"name"`
 	Type string `json:"type"`
@@ -117,24 +111,8 @@ type VerifierFile struct {
 	// "DCT ends on Docker Hub on 2026-12-08"); images admitted only through
 	// deprecated verifiers are admitted with a warning naming it.
 	Deprecated string `json:"deprecated,omitempty"`
-	// Type-specific blocks, keyed by type name.
-	NotaryV1     json.RawMessage `json:"notaryv1,omitempty"`
-	ACRSignedTag json.RawMessage `json:"acrSignedTag,omitempty"`
-	Cosign       json.RawMessage `json:"cosign,omitempty"`
-	Notation     json.RawMessage `json:"notation,omitempty"`
-}
-
-func (v VerifierFile) block() (json.RawMessage, map[string]bool) {
-	blocks := map[string]json.RawMessage{
-		"notaryv1": v.NotaryV1, "acrSignedTag": v.ACRSignedTag, "cosign": v.Cosign, "notation": v.Notation,
-	}
-	present := map[string]bool{}
-	for k, b := range blocks {
-		if len(b) > 0 && string(b) != "null" {
-			present[k] = true
-		}
-	}
-	return blocks[v.Type], present
+	// Block is the configuration block (the key named by Type) as written.
+	Block json.RawMessage `json:"-"`
 }
 
 // RuleFile is one rule as written.
@@ -158,10 +136,15 @@ type Policy struct {
 	// Deprecated maps a verifier's name to the reason it is deprecated.
 	Deprecated map[string]string
 	Settings   Settings
-	// Generation identifies this policy's content; caches key on it so a
-	// changed policy never reuses an old decision.
+	// Generation identifies this policy's content, the files its verifiers
+	// read included; caches key on it so a changed policy (or key file)
+	// never reuses an old decision.
 	Generation string
 	Source     string
+	// Inputs are the files the policy was built from with their content
+	// hashes: the policy file (when loaded from one) and the files its
+	// verifiers read. A server watches them for changes.
+	Inputs []Input
 }
 
 // Settings are the parsed tunables.
@@ -202,40 +185,28 @@ func (p *Policy) Match(ref imageref.Ref, ns string) *Rule {
 // Exempt reports whether objects in ns are not judged at all.
 func (p *Policy) Exempt(ns string) bool { return slices.Contains(p.ExemptNamespaces, ns) }
 
-// Load reads and builds the policy at path. Relative file paths inside it
-// resolve against its folder.
+// Load reads and builds the policy at path with verifiers made by factories
+// (one-shot; a server that reloads uses a Loader, which keeps verifiers
+// across policies). Relative file paths inside it resolve against its folder.
 func Load(path string, factories map[string]verify.Factory, deps verify.Deps) (*Policy, error) {
-	f, err := os.Open(path)
+	schemes, err := verify.FromFactories(factories)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	defer f.Close()
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(io.LimitReader(f, MaxPolicyBytes+1)); err != nil {
-		return nil, fmt.Errorf("%w: read %s: %v", ErrInvalid, path, err)
-	}
-	if buf.Len() > MaxPolicyBytes {
-		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrInvalid, path, MaxPolicyBytes)
-	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	deps.BaseDir = filepath.Dir(abs)
-	return Parse(buf.Bytes(), path, factories, deps)
+	return NewLoader(schemes, deps).Load(path)
 }
 
-// Parse builds a policy from YAML (or JSON) data; source names it in errors.
+// Parse builds a policy from YAML (or JSON) data with verifiers made by
+// factories; source names it in errors.
 func Parse(data []byte, source string, factories map[string]verify.Factory, deps verify.Deps) (*Policy, error) {
-	p, err := parse(data, factories, deps)
+	schemes, err := verify.FromFactories(factories)
 	if err != nil {
-		return nil, fmt.Errorf("%w %s: %v", ErrInvalid, source, err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	p.Source = source
-	return p, nil
+	return NewLoader(schemes, deps).Parse(data, source)
 }
 
-func parse(data []byte, factories map[string]verify.Factory, deps verify.Deps) (*Policy, error) {
+func parse(data []byte, b *verifierBuild) (*Policy, error) {
 	var f File
 	if err := yaml.UnmarshalStrict(data, &f); err != nil {
 		return nil, err
@@ -246,13 +217,11 @@ func parse(data []byte, factories map[string]verify.Factory, deps verify.Deps) (
 	if f.Kind != Kind {
 		return nil, fmt.Errorf("kind: want %q, got %q", Kind, f.Kind)
 	}
-	sum := sha256.Sum256(data)
 	p := &Policy{
 		Mode:             f.Mode,
 		Unmatched:        f.Unmatched,
 		ExemptNamespaces: f.ExemptNamespaces,
 		Verifiers:        map[string]verify.Verifier{},
-		Generation:       hex.EncodeToString(sum[:8]),
 	}
 	switch p.Mode {
 	case "":
@@ -272,8 +241,8 @@ func parse(data []byte, factories map[string]verify.Factory, deps verify.Deps) (
 	if p.Settings, err = parseSettings(f.Settings); err != nil {
 		return nil, err
 	}
-	if deps.RequestTimeout == 0 {
-		deps.RequestTimeout = p.Settings.RequestTimeout
+	if b.deps.RequestTimeout == 0 {
+		b.deps.RequestTimeout = p.Settings.RequestTimeout
 	}
 	for i, vf := range f.Verifiers {
 		field := fmt.Sprintf("verifiers[%d]", i)
@@ -283,19 +252,9 @@ func parse(data []byte, factories map[string]verify.Factory, deps verify.Deps) (
 		if _, dup := p.Verifiers[vf.Name]; dup {
 			return nil, fmt.Errorf("%s.name: %q is defined twice", field, vf.Name)
 		}
-		factory, ok := factories[vf.Type]
-		if !ok {
-			return nil, fmt.Errorf("%s (%s).type: %q is not one of %s", field, vf.Name, vf.Type, strings.Join(sortedKeys(factories), ", "))
-		}
-		block, present := vf.block()
-		for k := range present {
-			if k != vf.Type {
-				return nil, fmt.Errorf("%s (%s).%s: block does not match type %q", field, vf.Name, k, vf.Type)
-			}
-		}
-		v, err := factory(vf.Name, block, deps)
+		v, err := b.verifier(field, vf)
 		if err != nil {
-			return nil, fmt.Errorf("%s (%s).%s: %w", field, vf.Name, vf.Type, err)
+			return nil, err
 		}
 		p.Verifiers[vf.Name] = v
 		if vf.Deprecated != "" {
@@ -318,6 +277,8 @@ func parse(data []byte, factories map[string]verify.Factory, deps verify.Deps) (
 		seen[r.Name] = true
 		p.Rules = append(p.Rules, r)
 	}
+	p.Generation = b.generation(data)
+	p.Inputs = b.inputs
 	return p, nil
 }
 
@@ -400,7 +361,7 @@ func compileRule(rf RuleFile, verifiers map[string]verify.Verifier) (*Rule, erro
 }
 
 func parseSettings(s SettingsFile) (Settings, error) {
-	out := Settings{DefaultDeadline, DefaultRequestTimeout, DefaultCacheTTL, DefaultDenyCacheTTL}
+	out := Settings{Deadline: DefaultDeadline, RequestTimeout: DefaultRequestTimeout, CacheTTL: DefaultCacheTTL, DenyCacheTTL: DefaultDenyCacheTTL}
 	for _, f := range []struct {
 		name string
 		text string

@@ -242,7 +242,7 @@ func countingTransport(dials *atomic.Int64) *http.Transport {
 func forget(v *Verifier, gun string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	delete(v.guns, gun)
+	v.dropLocked(gun)
 }
 
 // TestConnectionReuse checks what parallel fetches do to the connection

@@ -2,6 +2,7 @@ package notaryv1
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -62,23 +63,48 @@ type gunState struct {
 	data *trustData
 	// seen is the highest version verified per role: the rollback guard.
 	seen map[string]int
+
+	// gun and elem place the entry in Verifier.lru; guarded by Verifier.mu.
+	gun  string
+	elem *list.Element
 }
 
+// gunState returns what is remembered about gun, making it the most
+// recently used entry. Memory is bounded: past maxGUNs entries the least
+// recently used repository is forgotten, so a pod naming many repositories
+// cannot push out the root of one in steady use (under trust on first use,
+// forgetting a root means learning it again from the server).
 func (v *Verifier) gunState(gun string) *gunState {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	st, ok := v.guns[gun]
-	if !ok {
-		if len(v.guns) >= maxGUNs {
-			for k := range v.guns { // drop an arbitrary entry: bounded memory
-				delete(v.guns, k)
-				break
-			}
-		}
-		st = &gunState{}
-		v.guns[gun] = st
+	if st, ok := v.guns[gun]; ok {
+		v.lru.MoveToFront(st.elem)
+		return st
 	}
+	limit := v.maxGUNs
+	if limit <= 0 {
+		limit = maxGUNs
+	}
+	for len(v.guns) >= limit {
+		oldest := v.lru.Back().Value.(*gunState)
+		v.dropLocked(oldest.gun)
+		if v.cfg.tofu {
+			v.logger.Info("notary repository forgotten (least recently used); its first-use root will be learned again",
+				"verifier", v.name, "gun", oldest.gun, "repositories", limit)
+		}
+	}
+	st := &gunState{gun: gun}
+	st.elem = v.lru.PushFront(st)
+	v.guns[gun] = st
 	return st
+}
+
+// dropLocked forgets gun; v.mu is held.
+func (v *Verifier) dropLocked(gun string) {
+	if st, ok := v.guns[gun]; ok {
+		v.lru.Remove(st.elem)
+		delete(v.guns, gun)
+	}
 }
 
 // current returns cached trust data when it may be used without asking the
@@ -135,6 +161,10 @@ func (v *Verifier) refresh(ctx context.Context, gun, registry string, st *gunSta
 		root, err = v.checkRoot(gun, raw, nil, now)
 		if err != nil {
 			return nil, err
+		}
+		if len(v.cfg.pins) == 0 {
+			// An operator should see when trust is decided by first sight.
+			v.logger.Info("notary root trusted on first use", "verifier", v.name, "gun", gun, "version", root.root.Version)
 		}
 		v.keepRoot(st, nil, root)
 	}
