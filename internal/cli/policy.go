@@ -9,8 +9,8 @@ import (
 	"github.com/trustgate-dev/trustgate/internal/resolve"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 	"github.com/trustgate-dev/trustgate/internal/verify/acr"
-	"github.com/trustgate-dev/trustgate/internal/verify/notation"
 	"github.com/trustgate-dev/trustgate/internal/verify/notaryv1"
+	"github.com/trustgate-dev/trustgate/internal/verify/notation"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 )
