@@ -9,6 +9,8 @@
 //
 //	notationanchor measure --config DIR --ref HOST/REPO@sha256:… [--ref …] [--json]
 //
+// --json prints {"summary": …, "samples": [{"ms", "requests"}, …]}.
+//
 // Every --ref is verified once, "cold": a new verifier from the
 // configuration directory and a new repository object, as one `notation
 // verify` process does. One keep-alive transport is shared by all lookups,
@@ -124,7 +126,10 @@ func measure(args []string, stdout io.Writer) error {
 	}
 	sum := summarize(samples)
 	if *asJSON {
-		return json.NewEncoder(stdout).Encode(sum)
+		return json.NewEncoder(stdout).Encode(struct {
+			Summary Summary  `json:"summary"`
+			Samples []Sample `json:"samples"`
+		}{sum, samples})
 	}
 	_, err := fmt.Fprintf(stdout, "n=%d p50=%.2fms p90=%.2fms mean=%.2fms requests=%d..%d\n", sum.N, sum.P50Millis, sum.P90Millis, sum.MeanMillis, sum.MinRequests, sum.MaxRequests)
 	return err
