@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -53,6 +54,9 @@ type Verdict struct {
 	// no other verifier passed (the image depends on them alone).
 	Deprecated []string `json:"deprecated,omitempty"`
 	Reason     string   `json:"reason"`
+	// Expires is when the trust data behind an admission runs out (zero
+	// when the scheme does not say).
+	Expires time.Time `json:"expires,omitzero"`
 }
 
 // Summary counts per policy.
@@ -76,15 +80,12 @@ type Auditor struct {
 	// Concurrency bounds objects judged at once (default 8); the engine
 	// bounds verifications per object on top of that.
 	Concurrency int
-	// Deprecated maps verifier name → reason, per judge (optional).
-	Deprecated []map[string]string
-
-	mu      sync.Mutex
-	memo    []map[string]engine.Decision
-	exempt  []map[string]bool
-	rows    []Row
-	sums    []Summary
-	distinc []map[string]bool
+	mu          sync.Mutex
+	memo        []map[string]engine.Decision
+	exempt      []map[string]bool
+	rows        []Row
+	sums        []Summary
+	distinc     []map[string]bool
 }
 
 func (a *Auditor) init() {
@@ -192,7 +193,7 @@ func (a *Auditor) judge(ctx context.Context, obj *workload.Object) []Row {
 			rep, ds = a.decide(ctx, i, obj)
 			exempt = rep.Exempt
 		}
-		denied, unavailable, deprecatedOnly := false, false, false
+		denied, unavailable, onlyDeprecated := false, false, false
 		for k := range rows {
 			v := Verdict{Policy: j.Name}
 			switch {
@@ -201,16 +202,16 @@ func (a *Auditor) judge(ctx context.Context, obj *workload.Object) []Row {
 			default:
 				d := ds[k]
 				v.Rule, v.Digest, v.Reason = d.Rule, d.Digest, d.Reason
-				v.Verifiers = d.Signers
 				switch {
 				case d.Allowed:
 					v.Verdict = Admit
 					v.Verifiers = passedVerifiers(d)
-					if dep := a.deprecatedOnly(i, v.Verifiers); len(dep) > 0 {
+					v.Expires = expiresOf(d)
+					if dep := deprecatedOnly(d); len(dep) > 0 {
 						v.Deprecated = dep
-						deprecatedOnly = true
+						onlyDeprecated = true
 					}
-				case Incomplete(d):
+				case d.Unavailable:
 					v.Verdict = Unavailable
 					unavailable = true
 				default:
@@ -230,26 +231,12 @@ func (a *Auditor) judge(ctx context.Context, obj *workload.Object) []Row {
 			s.DeniedObjects++
 		case unavailable:
 			s.UnavailableObjects++
-		case deprecatedOnly:
+		case onlyDeprecated:
 			s.DeprecatedOnlyObjects++
 		}
 		a.mu.Unlock()
 	}
 	return rows
-}
-
-// deprecatedOnly returns the passed verifiers when every one of them is
-// deprecated under judge i.
-func (a *Auditor) deprecatedOnly(i int, passed []string) []string {
-	if i >= len(a.Deprecated) || len(passed) == 0 {
-		return nil
-	}
-	for _, v := range passed {
-		if _, ok := a.Deprecated[i][v]; !ok {
-			return nil
-		}
-	}
-	return passed
 }
 
 // Result is the audit's outcome: rows sorted by namespace, kind, name, image.

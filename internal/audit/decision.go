@@ -1,18 +1,31 @@
 package audit
 
 import (
-	"strings"
+	"time"
 
 	"github.com/trustgate-dev/trustgate/internal/engine"
 )
 
 // passedVerifiers names the verifiers whose check passed for d.
 func passedVerifiers(d engine.Decision) []string {
-	return nil
+	var out []string
+	for _, o := range d.Outcomes {
+		if o.Status == engine.Passed {
+			out = append(out, o.Verifier)
+		}
+	}
+	return out
 }
 
-// Incomplete reports whether d is a deny because a check could not complete
-// (a server down or slow), not a definite "not trusted".
-func Incomplete(d engine.Decision) bool {
-	return !d.Allowed && (strings.Contains(d.Reason, "could not complete") || strings.Contains(d.Reason, "timed out"))
+// deprecatedOnly names the verifiers an admission rests on when all of them
+// are deprecated.
+func deprecatedOnly(d engine.Decision) []string {
+	var out []string
+	for _, o := range d.DeprecatedOnly() {
+		out = append(out, o.Verifier)
+	}
+	return out
 }
+
+// expiresOf is when the trust data behind d runs out (zero: not known).
+func expiresOf(d engine.Decision) time.Time { return d.Expires() }

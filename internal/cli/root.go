@@ -53,7 +53,7 @@ for CI pipelines (verify, check).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newVerifyCmd(), newCheckCmd(), newCertsCmd(), newDCTCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newVerifyCmd(), newCheckCmd(), newCertsCmd(), newDCTCmd(), newAuditCmd(), newVersionCmd())
 	return root
 }
 

@@ -64,6 +64,9 @@ type Stats struct {
 type Page struct {
 	Kind    Kind
 	Objects []*workload.Object
+	// UIDs are the objects' metadata.uid, in the order of Objects (Events
+	// name the object they are about by UID).
+	UIDs []string
 	// Malformed counts items that did not decode as their kind (reported by
 	// the caller; they are not judged).
 	Malformed []error
@@ -117,6 +120,12 @@ func (l *Lister) Walk(ctx context.Context, fn func(Page) error) (Stats, error) {
 				st.Pages++
 				page := Page{Kind: k}
 				for _, item := range list.Items {
+					var meta struct {
+						Metadata struct {
+							UID string `json:"uid"`
+						} `json:"metadata"`
+					}
+					_ = json.Unmarshal(item, &meta) // the strict decode below reports errors
 					obj, err := workload.Extract(k.GK, "", item)
 					if err != nil {
 						page.Malformed = append(page.Malformed, fmt.Errorf("%s: %w", k.Resource, err))
@@ -126,6 +135,7 @@ func (l *Lister) Walk(ctx context.Context, fn func(Page) error) (Stats, error) {
 						continue
 					}
 					page.Objects = append(page.Objects, obj)
+					page.UIDs = append(page.UIDs, meta.Metadata.UID)
 				}
 				st.Objects += len(page.Objects)
 				if err := fn(page); err != nil {

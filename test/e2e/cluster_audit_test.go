@@ -1,0 +1,204 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// auditPolicy is the e2e policy with its DCT verifier marked deprecated and
+// an exempt namespace of its own; auditCandidate is "the same policy without
+// DCT": what would break on the day the notary server goes away.
+func auditPolicyText(d *dctEnv) string {
+	return fmt.Sprintf(`apiVersion: trustgate.dev/v1alpha1
+kind: Policy
+unmatched: deny
+exemptNamespaces: [e2e-audit-exempt]
+verifiers:
+- name: e2e-dct
+  type: notaryv1
+  deprecated: "DCT is being retired; re-sign with Notation"
+  notaryv1:
+    server: %s
+    caFile: %s
+    rootKeys: [%s]
+rules:
+- name: allowed-example
+  images: ["registry.allowed.example/**"]
+  action: allow
+  pinDigest: false
+- name: e2e-signed
+  images: ["%s/e2e/**"]
+  verify: [e2e-dct]
+`, d.Notary.URL(), d.Notary.CAFile(), d.RootPEMFile, d.Registry.Host())
+}
+
+const auditCandidateText = `apiVersion: trustgate.dev/v1alpha1
+kind: Policy
+unmatched: deny
+exemptNamespaces: [e2e-audit-exempt]
+rules:
+- name: allowed-example
+  images: ["registry.allowed.example/**"]
+  action: allow
+  pinDigest: false
+`
+
+type auditJSON struct {
+	Rows []struct {
+		Namespace, Kind, Name, Image string
+		Paths                        []string
+		Verdicts                     []struct {
+			Policy, Verdict, Rule, Digest, Reason string
+			Verifiers, Deprecated                 []string
+		}
+	}
+	Summary []struct {
+		Policy                                                               string
+		Objects, Images, DeniedObjects, DeprecatedOnlyObjects, ExemptObjects int
+		UnavailableObjects                                                   int
+	}
+}
+
+// TestClusterAudit stores pods and workloads with signed, unsigned and
+// allowed images in namespaces trustgate does not judge at admission (so
+// they exist whatever their signatures), then audits them with the real
+// binary against the real API server: verdicts per image, the candidate
+// policy side by side, exempt namespaces, summary counts, pagination, the
+// three output formats and the exit code.
+func TestClusterAudit(t *testing.T) {
+	c := requireCluster(t)
+	d := requireDCT(t)
+	bin := requireTrustgate(t)
+	dir := t.TempDir()
+
+	// Namespaces labelled trustgate.dev/exempt are skipped by every webhook
+	// registration, so objects are stored as written.
+	nss := []string{"e2e-audit-a", "e2e-audit-b", "e2e-audit-exempt"}
+	for _, ns := range nss {
+		newNamespace(t, c, ns, "")
+		if _, stderr, err := c.Kubectl("label", "namespace", ns, "trustgate.dev/exempt=true"); err != nil {
+			t.Fatalf("label %s: %v\n%s", ns, err, stderr)
+		}
+	}
+	create := func(ns, name, img string) {
+		t.Helper()
+		if _, stderr, err := c.Kubectl("-n", ns, "run", name, "--image="+img, "--restart=Never"); err != nil {
+			t.Fatalf("create pod %s/%s: %v\n%s", ns, name, err, stderr)
+		}
+	}
+	create("e2e-audit-a", "signed-1", d.Signed.Ref)
+	create("e2e-audit-a", "signed-2", d.Signed.Ref)
+	create("e2e-audit-a", "allowed", "registry.allowed.example/tools/x:1")
+	create("e2e-audit-b", "unsigned", d.UnsignedTag.Ref)
+	create("e2e-audit-b", "elsewhere", "evil.example/x:1")
+	create("e2e-audit-exempt", "unsigned", d.UnsignedTag.Ref)
+	if _, stderr, err := c.KubectlInput(context.Background(), strings.NewReader(deploymentYAML("web", d.SignedOther.Ref)), "-n", "e2e-audit-b", "apply", "-f", "-"); err != nil {
+		t.Fatalf("create deployment: %v\n%s", err, stderr)
+	}
+
+	pol := filepath.Join(dir, "policy.yaml")
+	cand := filepath.Join(dir, "no-dct.yaml")
+	if err := os.WriteFile(pol, []byte(auditPolicyText(d)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cand, []byte(auditCandidateText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (string, string, int) {
+		t.Helper()
+		full := append([]string{"audit", "--kubeconfig", c.Kubeconfig, "--policy", pol}, args...)
+		for _, ns := range nss {
+			full = append(full, "-n", ns)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, full...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("trustgate audit: %v", err)
+		}
+		return stdout.String(), stderr.String(), code
+	}
+
+	out, stderr, code := run("--policy", cand, "-o", "json", "--page-size", "1")
+	if code != 1 {
+		t.Fatalf("exit code %d, want 1 (something would be denied)\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
+	}
+	var got auditJSON
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("audit -o json: %v\n%s", err, out)
+	}
+	// Pagination: one object per page means at least one page per object.
+	if !strings.Contains(stderr, "audit: 7 objects in") {
+		t.Errorf("stderr does not report 7 objects:\n%s", stderr)
+	}
+	type key struct{ ns, kind, name, image string }
+	verdicts := map[key][2]string{}
+	for _, r := range got.Rows {
+		if len(r.Verdicts) != 2 {
+			t.Fatalf("row %+v: want verdicts of both policies", r)
+		}
+		verdicts[key{r.Namespace, r.Kind, r.Name, r.Image}] = [2]string{r.Verdicts[0].Verdict, r.Verdicts[1].Verdict}
+		if r.Verdicts[0].Verdict == "admit" && r.Verdicts[0].Rule == "e2e-signed" {
+			if r.Verdicts[0].Digest == "" || len(r.Verdicts[0].Deprecated) != 1 {
+				t.Errorf("row %s/%s %s: admitted through DCT only, want digest and deprecated=[e2e-dct], got %+v", r.Namespace, r.Name, r.Image, r.Verdicts[0])
+			}
+		}
+	}
+	want := map[key][2]string{
+		{"e2e-audit-a", "Pod", "signed-1", d.Signed.Ref}:                        {"admit", "deny"},
+		{"e2e-audit-a", "Pod", "signed-2", d.Signed.Ref}:                        {"admit", "deny"},
+		{"e2e-audit-a", "Pod", "allowed", "registry.allowed.example/tools/x:1"}: {"admit", "admit"},
+		{"e2e-audit-b", "Pod", "unsigned", d.UnsignedTag.Ref}:                   {"deny", "deny"},
+		{"e2e-audit-b", "Pod", "elsewhere", "evil.example/x:1"}:                 {"deny", "deny"},
+		{"e2e-audit-b", "Deployment", "web", d.SignedOther.Ref}:                 {"admit", "deny"},
+		{"e2e-audit-exempt", "Pod", "unsigned", d.UnsignedTag.Ref}:              {"exempt", "exempt"},
+	}
+	for k, w := range want {
+		if g, ok := verdicts[k]; !ok || g != w {
+			t.Errorf("%v: verdicts %v, want %v", k, g, w)
+		}
+	}
+	if len(got.Summary) != 2 {
+		t.Fatalf("summary: %+v", got.Summary)
+	}
+	cur, next := got.Summary[0], got.Summary[1]
+	if cur.Objects != 7 || cur.DeniedObjects != 2 || cur.ExemptObjects != 1 || cur.DeprecatedOnlyObjects != 3 {
+		t.Errorf("current policy summary %+v: want 7 objects, 2 denied, 1 exempt, 3 admitted through deprecated verifiers only", cur)
+	}
+	if next.DeniedObjects != 5 {
+		t.Errorf("candidate summary %+v: want 5 denied once DCT is gone", next)
+	}
+
+	out, _, code = run("-o", "csv")
+	if code != 1 {
+		t.Errorf("csv: exit code %d, want 1", code)
+	}
+	recs, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+	if err != nil || len(recs) != 1+len(want) {
+		t.Errorf("csv: %d records (%v), want header + %d:\n%s", len(recs), err, len(want), out)
+	}
+
+	out, _, _ = run()
+	for _, s := range []string{"NAMESPACE", "VERDICT", d.UnsignedTag.Ref, "admit (deprecated only)", "would be denied", "in exempt namespaces"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("table output lacks %q:\n%s", s, out)
+		}
+	}
+}
