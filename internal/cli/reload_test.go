@@ -25,6 +25,7 @@ import (
 //   - a changed rootKeys file takes effect like a changed policy, and only
 //     the verifier that reads it is rebuilt;
 //   - a broken key file is refused and the policy in force stays;
+//   - a refused policy's missing key file is watched: creating it reloads;
 //   - a changed verifier block rebuilds that verifier (its root is learned
 //     again).
 func TestServeReloadKeepsVerifiers(t *testing.T) {
@@ -127,10 +128,19 @@ rules:
 		t.Fatalf("first-use image denied after a refused reload: %s", msg)
 	}
 
-	// The right key again: admitted again.
-	write(rootFile, pinnedRepo.RootKey().PublicPEM())
+	// A policy naming a key file that does not exist yet is refused; the
+	// file appearing (with the right key) is noticed, though the policy in
+	// force never read it.
+	write(policyFile, strings.Replace(base, "rootKeys: [root.pem]", "rootKeys: [root2.pem]", 1))
+	waitFor(t, &s.logs, func() bool { return strings.Count(s.logs.String(), "policy reload refused") == 2 })
+	if !strings.Contains(s.logs.String(), "root2.pem") {
+		t.Fatalf("refusal does not name the missing file; logs:\n%s", s.logs.String())
+	}
+	write(filepath.Join(dir, "root2.pem"), pinnedRepo.RootKey().PublicPEM())
 	waitFor(t, &s.logs, func() bool { ok, _ := s.mutate("reg.test/team/app:v1"); return ok })
 	waitFor(t, &s.logs, func() bool { return reloads() == 3 })
+	// Not read by the policy in force: no reload.
+	write(rootFile, pinnedRepo.RootKey().PublicPEM())
 
 	// The first-use verifier's block changes: it is rebuilt and learns the
 	// root again.
@@ -144,7 +154,7 @@ rules:
 	}
 
 	metrics := s.get("/metrics")
-	for _, want := range []string{`trustgate_policy_reloads_total{result="error"} 1`, `trustgate_policy_reloads_total{result="ok"} 4`} {
+	for _, want := range []string{`trustgate_policy_reloads_total{result="error"} 2`, `trustgate_policy_reloads_total{result="ok"} 4`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
