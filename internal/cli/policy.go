@@ -9,6 +9,7 @@ import (
 	"github.com/trustgate-dev/trustgate/internal/resolve"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 	"github.com/trustgate-dev/trustgate/internal/verify/acr"
+	"github.com/trustgate-dev/trustgate/internal/verify/cosign"
 	"github.com/trustgate-dev/trustgate/internal/verify/notaryv1"
 	"github.com/trustgate-dev/trustgate/internal/verify/notation"
 
@@ -18,7 +19,7 @@ import (
 // registerSchemes registers every signature scheme a policy may use, once
 // per process: adding a scheme is its package plus one entry here.
 var registerSchemes = sync.OnceFunc(func() {
-	verify.Register(notaryv1.Scheme, acr.Scheme, notation.Scheme)
+	verify.Register(notaryv1.Scheme, acr.Scheme, notation.Scheme, cosign.Scheme)
 })
 
 // loadPolicy loads path once (verify, check, audit), turning any problem

@@ -28,9 +28,9 @@ const (
 	simpleSigningKind = "cosign container image signature"
 )
 
-// legacy judges the signatures in the `sha256-<hex>.sig` image.
-func (j *judgement) legacy(ctx context.Context, c *repoClient) error {
-	m, err := c.manifest(ctx, tagFor(j.digest, "sig"), ociManifest, dockerManifest)
+// legacy judges the signatures in the `sha256-<hex>.sig` image, whose
+// manifest discovery fetched (m, err).
+func (j *judgement) legacy(ctx context.Context, c *repoClient, m *manifest, err error) error {
 	if errors.Is(err, errNotFound) {
 		return nil
 	}

@@ -170,29 +170,29 @@ func (v *Verifier) Verify(ctx context.Context, s verify.Subject) (*verify.Result
 	}
 	j := &judgement{v: v, digest: s.Digest, digestBytes: digestBytes, passed: map[int]string{}}
 
-	// Bundles first (cosign v3's default), then legacy .sig only if the
-	// bundles were not enough: the common case costs no legacy request.
-	bundles, err := c.referrers(ctx, s.Digest)
-	if err != nil {
-		return nil, v.unavailable(err)
+	d := c.discover(ctx, s.Digest)
+	if d.bundleErr != nil {
+		return nil, v.unavailable(d.bundleErr)
 	}
-	for _, d := range bundles {
+	// Bundles first (cosign v3's default), then legacy .sig signatures only
+	// if the bundles were not enough: the common case fetches no legacy blob.
+	for _, b := range d.bundles {
 		if j.done() || j.seen >= maxCandidates {
 			break
 		}
 		j.seen++
-		b, err := fetchBundle(ctx, c, d)
+		bd, err := fetchBundle(ctx, c, b)
 		if err != nil {
 			if ctx.Err() != nil || !isContentError(err) {
 				return nil, v.unavailable(err)
 			}
-			j.reject(fmt.Sprintf("bundle %s: %v", short(d.Digest), err))
+			j.reject(fmt.Sprintf("bundle %s: %v", short(b.Digest), err))
 			continue
 		}
-		j.judgeBundle(d.Digest, b)
+		j.judgeBundle(b.Digest, bd)
 	}
 	if !j.done() {
-		if err := j.legacy(ctx, c); err != nil {
+		if err := j.legacy(ctx, c, d.legacy, d.legacyErr); err != nil {
 			return nil, v.unavailable(err)
 		}
 	}

@@ -317,8 +317,9 @@ func TestKeyless(t *testing.T) {
 }
 
 // TestColdRequests counts what one cold verification asks of a registry
-// without a referrers API: ping, referrers (404), tag index, bundle
-// manifest, bundle blob.
+// without a referrers API: ping, then in parallel referrers (404), tag
+// index and legacy .sig manifest (404), then bundle manifest and blob; each
+// once.
 func TestColdRequests(t *testing.T) {
 	host := plainRegistry(t)
 	c := harness.NewCounter(t, "http://"+host)
@@ -330,8 +331,13 @@ func TestColdRequests(t *testing.T) {
 	if _, err := v.Verify(context.Background(), subject(img)); err != nil {
 		t.Fatal(err)
 	}
-	if got := c.Count(); got != 5 {
-		t.Fatalf("cold verification sent %d requests, want 5: %v", got, c.Paths())
+	if got := c.Count(); got != 6 {
+		t.Fatalf("cold verification sent %d requests, want 6: %v", got, c.Paths())
+	}
+	for p, n := range c.Paths() {
+		if n != 1 {
+			t.Errorf("%s requested %d times, want once", p, n)
+		}
 	}
 }
 
