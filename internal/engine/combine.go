@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -38,6 +39,21 @@ type Outcome struct {
 	// Deprecated is the policy's reason this verifier is deprecated, if it is.
 	Deprecated string `json:"deprecated,omitempty"`
 	Cached     bool   `json:"cached,omitempty"`
+	// Expires is when the trust data behind a pass runs out (zero: the
+	// scheme does not say).
+	Expires time.Time `json:"expires,omitzero"`
+}
+
+// Expires is the earliest expiry of the trust data the admission rests on
+// (DCT timestamp/targets, certificates), zero when no passing verifier says.
+func (d Decision) Expires() time.Time {
+	var at time.Time
+	for _, o := range d.Outcomes {
+		if o.Status == Passed && !o.Expires.IsZero() && (at.IsZero() || o.Expires.Before(at)) {
+			at = o.Expires
+		}
+	}
+	return at
 }
 
 // Verdict is the decision's label in metrics and logs: "allow", "deny" (a
@@ -151,6 +167,8 @@ type tally struct {
 	unavail int
 	pending int
 	cached  bool
+	// Verifiers that are not deprecated: passed, and not answered yet.
+	passedCurrent, pendingCurrent int
 	// digest is the first digest proven, by; conflict describes two
 	// verifiers that proved different digests.
 	digest, by string
@@ -165,14 +183,27 @@ type tally struct {
 // that did not complete had (a definite no), or every verifier answered.
 // A deny that is not yet definite waits for the verifiers still running:
 // their no makes it a 403 instead of a "could not complete".
+//
+// Enough passes made only of deprecated verifiers wait for the current
+// verifiers still running: whether the image depends on the deprecated
+// scheme alone is what the deprecation warning says, so it must be known.
 func (t *tally) decided() bool {
-	return t.conflict != "" || t.passed >= t.need || t.passed+t.pending+t.unavail < t.need || t.pending == 0
+	if t.conflict != "" {
+		return true
+	}
+	if t.passed >= t.need {
+		return t.passedCurrent > 0 || t.pendingCurrent == 0
+	}
+	return t.passed+t.pending+t.unavail < t.need || t.pending == 0
 }
 
 // record stores verifier i's answer about the subject.
 func (t *tally) record(i int, s verify.Subject, res *verify.Result, src cache.Source, err error) {
 	o := &t.out[i]
 	t.pending--
+	if o.Deprecated == "" {
+		t.pendingCurrent--
+	}
 	if src != cache.Hit {
 		t.cached = false
 	}
@@ -192,10 +223,14 @@ func (t *tally) record(i int, s verify.Subject, res *verify.Result, src cache.So
 	switch {
 	case err == nil:
 		o.Status, o.Digest, o.Signers, o.Reason = Passed, res.Digest, res.Signers, res.Reason
+		o.Expires = res.Expires
 		if o.Digest == "" {
 			o.Digest = s.Digest
 		}
 		t.passed++
+		if o.Deprecated == "" {
+			t.passedCurrent++
+		}
 		if o.Digest == "" {
 			return
 		}
@@ -241,6 +276,9 @@ func (e *Engine) verifyAll(ctx context.Context, p *policy.Policy, rule *policy.R
 	one, two = oneBuf[:0], twoBuf[:0]
 	for i, v := range rule.Verifiers {
 		t.out[i] = Outcome{Verifier: v.Name(), Type: v.Type(), Status: Skipped, Deprecated: p.Deprecated[v.Name()]}
+		if t.out[i].Deprecated == "" {
+			t.pendingCurrent++
+		}
 		if subject.Digest != "" || verify.BindsTags(v) {
 			one = append(one, i)
 		} else {

@@ -55,6 +55,7 @@ verifiers:
   - {name: late, type: notaryv1}
   - {name: cos, type: notaryv1}
   - {name: cos2, type: notaryv1}
+  - {name: slowok, type: notaryv1}
 rules:
   - {name: all-pass, images: [reg.io/all-pass], verify: [ok1, ok2]}
   - {name: all-late-no, images: [reg.io/all-late-no], verify: [ok1, late]}
@@ -75,6 +76,7 @@ rules:
   - {name: bound-no, images: [reg.io/bound-no], verify: [okB, cos]}
   - {name: bound-any, images: [reg.io/bound-any], verify: [no1, cos], require: any}
   - {name: resolved, images: ["reg.io/resolved*"], verify: [cos, cos2]}
+  - {name: any-slow, images: [reg.io/any-slow], verify: [ok1, slowok], require: any}
 `
 
 func requireVerifiers() []*tableVerifier {
@@ -82,7 +84,7 @@ func requireVerifiers() []*tableVerifier {
 		m := map[string]string{}
 		for _, r := range []string{"all-pass", "all-late-no", "all-late-no-3", "all-down", "all-no-and-down", "all-disagree",
 			"any-one", "any-down", "any-no-and-down", "any-none", "any-disagree", "k-pass", "k-no", "k-down", "k-downs",
-			"bound-pass", "bound-no", "bound-any", "resolved", "resolved-other"} {
+			"bound-pass", "bound-no", "bound-any", "resolved", "resolved-other", "any-slow"} {
 			m["reg.io/"+r+":v1"] = d
 		}
 		return m
@@ -100,6 +102,7 @@ func requireVerifiers() []*tableVerifier {
 		{name: "late", delay: 100 * time.Millisecond},
 		{name: "cos", signed: all(dA), digestBound: true},
 		{name: "cos2", signed: all(dA), digestBound: true},
+		{name: "slowok", signed: all(dA), delay: 50 * time.Millisecond},
 	}
 }
 
@@ -246,6 +249,9 @@ func TestDeprecatedOnly(t *testing.T) {
 		{"reg.io/any-none:v1", nil},             // not admitted at all
 		{"reg.io/bound-pass:v1", nil},           // cos is not deprecated
 		{"reg.io/any-down:v1", []string{"ok1"}}, // down1 did not pass
+		// ok1 (deprecated) passes first, but the slower current verifier is
+		// awaited: it passes too, so the image does not depend on ok1 alone.
+		{"reg.io/any-slow:v1", nil},
 	} {
 		d := e.Evaluate(context.Background(), Request{Namespace: "default", Images: []string{tc.image}}).Decisions[0]
 		var got []string
@@ -263,8 +269,8 @@ func TestDeprecatedOnly(t *testing.T) {
 
 func TestSubjectKeychainIsLazy(t *testing.T) {
 	var asked atomic.Int64
-	cos := &tableVerifier{name: "cos", signed: map[string]string{"reg.io/resolved:v1": dA}, digestBound: true}
-	e := New(newPolicy(t, requirePolicy, append(requireVerifiers()[:8], cos, &tableVerifier{name: "cos2", signed: cos.signed, digestBound: true})...),
+	vs := requireVerifiers()
+	e := New(newPolicy(t, requirePolicy, vs...),
 		WithResolver(fixedResolver{"reg.io/resolved:v1": dA}),
 		WithKeychain(func(context.Context, resolve.Auth) (authn.Keychain, error) {
 			asked.Add(1)
