@@ -55,9 +55,11 @@ func newServeCmd() *cobra.Command {
 		Short: "Run the admission webhook (HTTPS: /validate, /mutate, /healthz, /readyz, /metrics)",
 		Long: `Run the admission webhook over HTTPS. Without --tls-cert, a CA and serving
 certificate for 127.0.0.1 and localhost are made in memory and the CA bundle is written
-to --ca-out (for the webhook configuration's caBundle). Certificate files and the policy
-file are re-read when they change; a broken new policy is refused and the old one stays
-in force. SIGTERM drains in-flight requests before exit.`,
+to --ca-out (for the webhook configuration's caBundle). Certificate files, the policy
+file and the files it names (root keys, CA bundles, docker configs) are re-read when they
+change; a broken new policy is refused and the old one stays in force. Verifiers whose
+configuration and files did not change keep what they learned across reloads. SIGTERM
+drains in-flight requests before exit.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd, o) },
 	}
@@ -70,7 +72,7 @@ in force. SIGTERM drains in-flight requests before exit.`,
 	f.StringVar(&o.clientCA, "client-ca", "", "require client certificates signed by this CA (mutual TLS with the API server)")
 	f.StringVar(&o.caOut, "ca-out", "", "where to write the CA bundle of the self-signed certificate (default: a file in the temp folder)")
 	f.Int64Var(&o.maxBody, "max-body-bytes", admission.DefaultMaxBodyBytes, "largest AdmissionReview body accepted")
-	f.DurationVar(&o.reloadPeriod, "reload-period", 2*time.Second, "how often the policy file is checked for changes")
+	f.DurationVar(&o.reloadPeriod, "reload-period", 2*time.Second, "how often the policy file and the files it names are checked for changes")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&o.pullSecrets, "pull-secrets", false, "resolve digests for pinning with the pod's imagePullSecrets, read from the Kubernetes API (needs RBAC: deploy/components/image-pull-secrets)")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --pull-secrets when not running in a cluster")
