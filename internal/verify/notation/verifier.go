@@ -242,57 +242,34 @@ var errEnough = errors.New("enough signatures")
 
 // listSignatures returns up to maxSignatures Notation signature manifests
 // referring to d (referrers API, else the sha256-<hex> tag index) and
-// whether there were more.
-//
-// On a registry not met before, the referrers API and the tag index are
-// asked at once rather than one after the other (what oras does): on a
-// registry without the API that saves a round trip, and on one with it the
-// extra request is the tag index lookup the anchor's digest resolution
-// would have cost anyway.
+// whether there were more. On a registry met before, the repository is told
+// which of the two the registry speaks, so only the first verification per
+// registry probes the referrers API (one request, answered 404 by registries
+// without it). Probing both at once would save that round trip once per
+// registry but cost a second token exchange on registries that use the
+// token flow.
 func (v *Verifier) listSignatures(ctx context.Context, repo *remote.Repository, d digest.Digest) ([]ocispec.Descriptor, bool, error) {
+	sigs, more, settled, err := v.list(ctx, repo, d)
+	if err != nil {
+		return nil, false, err
+	}
 	v.mu.Lock()
 	_, known := v.referrersAPI[repo.Reference.Registry]
 	v.mu.Unlock()
-	if known {
-		return v.list(ctx, repo, d)
+	if !known && settled {
+		// oras has now used the referrers API (supported) or fallen back
+		// to the tag index (unsupported); setting the same value succeeds.
+		v.learnReferrersAPI(repo.Reference.Registry, repo.SetReferrersCapability(true) == nil)
 	}
-	type listing struct {
-		sigs []ocispec.Descriptor
-		more bool
-		err  error
-	}
-	var api, tags listing
-	var wg sync.WaitGroup
-	probe := func(capable bool, into *listing) {
-		defer wg.Done()
-		r := v.newRepository(repo.Client, repo.Reference)
-		_ = r.SetReferrersCapability(capable) // new: cannot be set yet
-		into.sigs, into.more, into.err = v.list(ctx, r, d)
-	}
-	wg.Add(2)
-	go probe(true, &api)
-	go probe(false, &tags)
-	wg.Wait()
-	switch {
-	case api.err == nil:
-		v.learnReferrersAPI(repo.Reference.Registry, true)
-		_ = repo.SetReferrersCapability(true)
-		return api.sigs, api.more, nil
-	case errors.Is(api.err, errdef.ErrUnsupported):
-		if tags.err == nil {
-			v.learnReferrersAPI(repo.Reference.Registry, false)
-			_ = repo.SetReferrersCapability(false)
-		}
-		return tags.sigs, tags.more, tags.err
-	default:
-		return nil, false, api.err
-	}
+	return sigs, more, nil
 }
 
 // list lists through repo as its referrers capability says.
-func (v *Verifier) list(ctx context.Context, repo *remote.Repository, d digest.Digest) ([]ocispec.Descriptor, bool, error) {
+// settled reports that the listing went through (so oras knows the
+// registry's referrers capability).
+func (v *Verifier) list(ctx context.Context, repo *remote.Repository, d digest.Digest) (sigs []ocispec.Descriptor, more, settled bool, err error) {
 	var out []ocispec.Descriptor
-	err := repo.Referrers(ctx, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: d}, nregistry.ArtifactTypeNotation, func(page []ocispec.Descriptor) error {
+	err = repo.Referrers(ctx, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: d}, nregistry.ArtifactTypeNotation, func(page []ocispec.Descriptor) error {
 		for _, desc := range page {
 			// The tag index is written by anyone who can push; filter here
 			// as well as in oras.
@@ -307,12 +284,12 @@ func (v *Verifier) list(ctx context.Context, repo *remote.Repository, d digest.D
 		return nil
 	})
 	if errors.Is(err, errEnough) {
-		return out[:v.cfg.maxSignatures], true, nil
+		return out[:v.cfg.maxSignatures], true, true, nil
 	}
 	if errors.Is(err, errdef.ErrNotFound) {
-		return nil, false, nil
+		return nil, false, false, nil
 	}
-	return out, false, err
+	return out, false, err == nil, err
 }
 
 // verifyOne fetches one signature and runs notation-go's checks on it.

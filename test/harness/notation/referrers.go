@@ -7,6 +7,7 @@ package notation
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -39,7 +41,16 @@ type ReferrersRegistry struct {
 	referrersAPI bool
 	requests     atomic.Int64
 	user, pass   atomic.Pointer[string]
+	bearer       atomic.Bool
+	tokens       sync.Map // token → repository it grants pull on
+	tokenSerial  atomic.Int64
 }
+
+// RequireBearerToken makes the registry speak the registry token flow, as
+// ACR, Docker Hub and most hosted registries do: a request without a valid
+// token for its repository gets 401 with a Bearer challenge naming the
+// realm (/token on this server), which issues pull tokens to anyone.
+func (r *ReferrersRegistry) RequireBearerToken() { r.bearer.Store(true) }
 
 // RequireBasicAuth makes every request need these basic credentials (401
 // with a Basic challenge otherwise), as a private registry does.
@@ -102,6 +113,18 @@ func (r *ReferrersRegistry) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	parts := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
 	n := len(parts)
+	if r.bearer.Load() {
+		if req.URL.Path == "/token" {
+			r.issueToken(w, req)
+			return
+		}
+		if !r.authorized(req, parts) {
+			// The realm is on the host the client called (a proxy in front
+			// of the registry stays in the path of token requests too).
+			return401(w, req, "http://"+req.Host, parts)
+			return
+		}
+	}
 	switch {
 	case !r.referrersAPI:
 		r.inner.ServeHTTP(w, req)
@@ -112,6 +135,58 @@ func (r *ReferrersRegistry) serve(w http.ResponseWriter, req *http.Request) {
 	default:
 		r.inner.ServeHTTP(w, req)
 	}
+}
+
+// repoOf is the repository of a /v2/<name>/(manifests|blobs|referrers|tags)/… path.
+func repoOf(parts []string) string {
+	for i := len(parts) - 2; i >= 2; i-- {
+		switch parts[i] {
+		case "manifests", "blobs", "referrers", "tags":
+			return strings.Join(parts[1:i], "/")
+		}
+	}
+	return ""
+}
+
+func (r *ReferrersRegistry) authorized(req *http.Request, parts []string) bool {
+	tok, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return false
+	}
+	repo, ok := r.tokens.Load(tok)
+	if req.URL.Path == "/v2/" || req.URL.Path == "/v2" {
+		return ok // the ping: any token
+	}
+	return ok && repo == repoOf(parts)
+}
+
+// return401 challenges as distribution does: the scope a read needs is
+// pull, a write pull,push.
+func return401(w http.ResponseWriter, req *http.Request, base string, parts []string) {
+	challenge := fmt.Sprintf(`Bearer realm="%s/token",service="test-registry"`, base)
+	if repo := repoOf(parts); repo != "" {
+		actions := "pull,push"
+		if req.Method == http.MethodGet || req.Method == http.MethodHead {
+			actions = "pull"
+		}
+		challenge += fmt.Sprintf(`,scope="repository:%s:%s"`, repo, actions)
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+}
+
+func (r *ReferrersRegistry) issueToken(w http.ResponseWriter, req *http.Request) {
+	var repo string
+	for _, scope := range req.URL.Query()["scope"] {
+		// repository:<name>:<actions>
+		if f := strings.Split(scope, ":"); len(f) == 3 && f[0] == "repository" {
+			repo = f[1]
+		}
+	}
+	tok := fmt.Sprintf("tok-%d", r.tokenSerial.Add(1))
+	r.tokens.Store(tok, repo)
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"token": tok, "expires_in": 300})
 }
 
 func (r *ReferrersRegistry) putManifest(w http.ResponseWriter, req *http.Request) {

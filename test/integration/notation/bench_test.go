@@ -141,8 +141,19 @@ func TestColdVsAnchor(t *testing.T) {
 	config := anchorConfig(t, tr)
 	real := dct.NewRegistry(t, dct.RegistryOptions{})
 	ref := harness.NewReferrersRegistry(t)
+	tok := harness.NewReferrersRegistry(t)
+	tok.RequireBearerToken()
+	// The same token registry behind a TCP proxy that delays each request
+	// by 5 ms, a nearby cloud registry's round trip.
+	far := dct.NewSlowProxy(t, tok.Host())
+	far.SetLatency(5 * time.Millisecond)
 	ctx := context.Background()
-	regs := []benchRegistry{{"docker-registry 2.8 (tag index)", real.Host()}, {"ggcr registry + referrers API", ref.Host()}}
+	regs := []benchRegistry{
+		{"docker-registry 2.8 (tag index)", real.Host()},
+		{"ggcr registry + referrers API", ref.Host()},
+		{"ggcr registry + referrers API + token flow (as ACR)", tok.Host()},
+		{"the same, 5 ms away (TCP proxy)", far.Addr()},
+	}
 
 	var report strings.Builder
 	fmt.Fprintf(&report, "| registry | who | n | p50 ms | p90 ms | mean ms | requests per verification | p50 ÷ anchor p50 |\n|---|---|---:|---:|---:|---:|---:|---:|\n")

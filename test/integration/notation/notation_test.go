@@ -9,6 +9,7 @@ package notation
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"strings"
@@ -196,4 +197,53 @@ func (k staticKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
 
 func TestMain(m *testing.M) {
 	os.Exit(m.Run())
+}
+
+// The registry token flow, as ACR and Docker Hub speak it: the first
+// verification in a repository earns a pull token (challenge, token,
+// retry); later ones reuse it, but only for the same credential.
+func TestTokenFlow(t *testing.T) {
+	reg := harness.NewReferrersRegistry(t)
+	reg.RequireBearerToken()
+	tr := newTrust(t)
+	ctx := context.Background()
+	repo := reg.Host() + "/team/app"
+	var ds []string
+	for i := range 3 {
+		d, err := harness.PushRandomImage(ctx, repo, fmt.Sprint("v", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := harness.Sign(ctx, tr.leaf, repo, d, harness.SignOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	v, err := notation.New("nv", &tr.cfg, verify.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := staticKeychain{host: reg.Host(), auth: authn.AuthConfig{Username: "alice", Password: "a"}}
+	bob := staticKeychain{host: reg.Host(), auth: authn.AuthConfig{Username: "bob", Password: "b"}}
+	for _, tc := range []struct {
+		name     string
+		kc       authn.Keychain
+		digest   string
+		requests int64
+	}{
+		// referrers (401), token, referrers, signature manifest, envelope
+		{"first in the repository", alice, ds[0], 5},
+		{"token reused", alice, ds[1], 3},
+		{"another credential earns its own token", bob, ds[2], 5},
+	} {
+		s := subject(t, repo, tc.digest)
+		s.Keychain = tc.kc
+		before := reg.Requests()
+		if _, err := v.Verify(ctx, s); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if n := reg.Requests() - before; n != tc.requests {
+			t.Errorf("%s: %d requests, want %d", tc.name, n, tc.requests)
+		}
+	}
 }
