@@ -439,21 +439,26 @@ func TestPushWithSBOM(t *testing.T) {
 }
 
 // sourceTree returns a pristine copy of the committed tree (`git archive
-// HEAD`), so edits made while the test runs cannot change what is built;
-// outside a git checkout, the working tree itself.
+// HEAD`, or the commit in IMAGEBUILD_TEST_COMMIT), so edits made while the
+// test runs cannot change what is built; outside a git checkout, the working
+// tree itself.
 func sourceTree(t *testing.T) (dir, revision string) {
 	t.Helper()
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rev, err := git(root, "rev-parse", "HEAD")
+	commit := os.Getenv("IMAGEBUILD_TEST_COMMIT")
+	if commit == "" {
+		commit = "HEAD"
+	}
+	rev, err := git(root, "rev-parse", commit+"^{commit}")
 	if err != nil {
 		t.Logf("not a git checkout (%v): building the working tree", err)
 		return root, "unknown"
 	}
 	dir = t.TempDir()
-	archive := exec.Command("git", "archive", "--format=tar", "HEAD")
+	archive := exec.Command("git", "archive", "--format=tar", rev)
 	archive.Dir = root
 	untar := exec.Command("tar", "-x", "-C", dir)
 	pipe, err := archive.StdoutPipe()
@@ -465,7 +470,7 @@ func sourceTree(t *testing.T) (dir, revision string) {
 		t.Fatal(err)
 	}
 	if err := archive.Run(); err != nil {
-		t.Fatalf("git archive HEAD: %v", err)
+		t.Fatalf("git archive %s: %v", rev, err)
 	}
 	if err := untar.Wait(); err != nil {
 		t.Fatalf("untar git archive: %v", err)

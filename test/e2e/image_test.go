@@ -1,0 +1,231 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/trustgate-dev/trustgate/test/harness/kube"
+)
+
+// TestOwnImageAdmitted is the dogfood: trustgate's own image, built by
+// hack/imagebuild (what `make image` runs) and pushed to the Debian registry,
+// is signed with DCT as `docker trust sign` does; deploy/base, with the image
+// set by digest, is applied through the real kube-apiserver into a namespace
+// judged by a trustgate whose policy demands that signature, and trustgate
+// admits its own Deployment. The same Deployment with an unsigned digest of
+// the same repository is refused. The SBOM is checked to be a referrer of the
+// pushed index in the registry (through the OCI 1.1 fallback tag, since the
+// Debian registry has no referrers API).
+func TestOwnImageAdmitted(t *testing.T) {
+	c := requireCluster(t)
+	d := requireDCT(t)
+	bin := requireTrustgate(t)
+	root, err := kube.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Build and push (both platforms, as `make image IMAGE_REPO=…` does).
+	const path, tag = "trustgate/trustgate", "e2e"
+	repo := d.Registry.Repo(path)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	src, rev := committedTree(t, root)
+	cmd := exec.CommandContext(ctx, "go", "run", "./hack/imagebuild", "-src", src,
+		"-repo", repo+":"+tag, "-version", "v0.0.0-e2e", "-revision", rev, "-epoch", "1700000000",
+		"-platforms", "linux/amd64,linux/arm64")
+	cmd.Dir = root
+	var buildOut, buildErr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buildOut, &buildErr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("hack/imagebuild: %v\n%s", err, buildErr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(buildOut.String()), "\n")
+	pushed := lines[len(lines)-1]
+	digest, size, err := d.Registry.Resolve(path, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pushed != repo+"@"+digest {
+		t.Fatalf("imagebuild printed %q; the registry serves %s:%s as %s", pushed, repo, tag, digest)
+	}
+
+	t.Run("SBOM is a referrer", func(t *testing.T) {
+		ref, err := name.NewDigest(pushed, name.StrictValidation)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx, err := remote.Referrers(ref, remote.WithContext(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(im.Manifests) != 1 || im.Manifests[0].ArtifactType != "application/spdx+json" {
+			t.Errorf("referrers of %s = %+v, want one application/spdx+json", pushed, im.Manifests)
+		}
+	})
+
+	// Sign the tag with DCT (addhash + publish, as `docker trust sign`).
+	if err := d.Signer.Init(repo); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Signer.Sign(repo, tag, digest, size); err != nil {
+		t.Fatal(err)
+	}
+	rootKey, err := d.Signer.WriteRootKeyPEM(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A digest of the same repository that nobody signed.
+	unsignedDigest, _, err := d.Registry.PushRandomImage(path, "unsigned")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// trustgate's own policy for its own image: enforce, pinned root key.
+	policy := fmt.Sprintf(`apiVersion: trustgate.dev/v1alpha1
+kind: Policy
+mode: enforce
+unmatched: deny
+verifiers:
+- name: trustgate-release
+  type: notaryv1
+  notaryv1:
+    server: %s
+    caFile: %s
+    rootKeys: [%s]
+rules:
+- name: trustgate-itself
+  images: ["%s"]
+  verify: [trustgate-release]
+`, d.Notary.URL(), d.Notary.CAFile(), rootKey, repo)
+	s, err := startStack(t, c, d, bin, stackSpec{name: "self", policy: policy, selector: ownNamespaces("self")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := newNamespace(t, c, "e2e-self-image", "self")
+	waitJudged(t, c, ns, repo+"@"+unsignedDigest, deniedResult)
+
+	// deploy/base with the image by digest, into the judged namespace. Only
+	// the namespaced objects are applied: the base's webhook configurations
+	// would send every namespace to a Service that has no pods here.
+	docs := baseWithImage(t, repo, digest, ns)
+	if _, stderr, err := c.KubectlInput(context.Background(), bytes.NewReader(docs), "apply", "-n", ns, "-f", "-"); err != nil {
+		t.Fatalf("trustgate refused its own signed image: %v\n%s\ntrustgate log:\n%s", err, stderr, s.In.LogTail())
+	}
+	got, _, err := c.Kubectl("-n", ns, "get", "deployment", "trustgate", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := repo + "@" + digest; got != want {
+		t.Errorf("stored image = %q, want %q", got, want)
+	}
+	if log := s.In.LogTail(); !strings.Contains(log, digest) {
+		t.Errorf("trustgate's log does not mention the verified digest %s:\n%s", digest, log)
+	}
+
+	// The same Deployment with a digest nobody signed.
+	_, stderr, err := c.Kubectl("-n", ns, "set", "image", "deployment/trustgate", "trustgate="+repo+"@"+unsignedDigest)
+	if err == nil || !strings.Contains(stderr, "denied the request") {
+		t.Errorf("unsigned digest of trustgate's repository: err %v, stderr %q; want trustgate's denial", err, stderr)
+	}
+}
+
+// committedTree returns a copy of the committed tree (`git archive HEAD`, or
+// the commit in IMAGEBUILD_TEST_COMMIT), so the image is built from one commit
+// whatever is being edited meanwhile, and its revision; outside a git
+// checkout, the working tree.
+func committedTree(t *testing.T, root string) (dir, revision string) {
+	t.Helper()
+	commit := os.Getenv("IMAGEBUILD_TEST_COMMIT")
+	if commit == "" {
+		commit = "HEAD"
+	}
+	out, err := exec.Command("git", "-C", root, "rev-parse", commit+"^{commit}").Output()
+	if err != nil {
+		t.Logf("not a git checkout (%v): building the working tree", err)
+		return root, "unknown"
+	}
+	dir = t.TempDir()
+	revision = strings.TrimSpace(string(out))
+	archive := exec.Command("git", "-C", root, "archive", "--format=tar", revision)
+	untar := exec.Command("tar", "-x", "-C", dir)
+	pipe, err := archive.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	untar.Stdin = pipe
+	if err := untar.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := archive.Run(); err != nil {
+		t.Fatalf("git archive %s: %v", revision, err)
+	}
+	if err := untar.Wait(); err != nil {
+		t.Fatalf("untar git archive: %v", err)
+	}
+	return dir, revision
+}
+
+// baseWithImage builds deploy/base with an overlay that sets the image by
+// digest and the namespace, and returns its namespaced workload objects.
+func baseWithImage(t *testing.T, repo, digest, ns string) []byte {
+	t.Helper()
+	overlay := t.TempDir()
+	rel, err := filepath.Rel(overlay, filepath.Join(deployDir(t), "base"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: %s
+resources:
+- %s
+images:
+- name: ghcr.io/trustgate-dev/trustgate
+  newName: %s
+  digest: %s
+`, ns, rel, repo, digest)
+	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	objs := kustomizeBuild(t, overlay)
+	keep := map[string]bool{"Deployment": true, "ConfigMap": true, "ServiceAccount": true, "Service": true, "PodDisruptionBudget": true}
+	var out bytes.Buffer
+	n := 0
+	for key, doc := range objs {
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			t.Fatal(err)
+		}
+		if !keep[meta.Kind] {
+			continue
+		}
+		if meta.Kind == "Deployment" && !bytes.Contains(doc, []byte(repo+"@"+digest)) {
+			t.Fatalf("%s does not name %s@%s:\n%s", key, repo, digest, doc)
+		}
+		n++
+		out.WriteString("---\n")
+		out.Write(doc)
+		out.WriteString("\n")
+	}
+	if n != len(keep) {
+		t.Fatalf("deploy/base gave %d of the %d namespaced kinds %v", n, len(keep), keep)
+	}
+	return out.Bytes()
+}
