@@ -380,7 +380,9 @@ func TestHelmValues(t *testing.T) {
 func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	c := requireCluster(t)
 	helmBin(t)
-	const release, relNS = "trustgate", "helm-release"
+	// Not "trustgate": cluster-scoped names must not meet deploy/base's, which
+	// other tests apply with --dry-run=server.
+	const release, relNS, full = "e2e-helm", "helm-release", "e2e-helm-trustgate"
 	// Both namespaces carry an instance label no trustgate instance of this
 	// suite registers, so the shared "main" instance leaves them alone.
 	newNamespace(t, c, relNS, "helm")
@@ -416,7 +418,7 @@ webhook:
 
 	secretCA := func() string {
 		t.Helper()
-		out, _, err := c.Kubectl("-n", relNS, "get", "secret", "trustgate-tls", "-o", "jsonpath={.data.ca\\.crt}")
+		out, _, err := c.Kubectl("-n", relNS, "get", "secret", full+"-tls", "-o", "jsonpath={.data.ca\\.crt}")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -424,7 +426,7 @@ webhook:
 	}
 	hookCA := func(kind string) string {
 		t.Helper()
-		out, _, err := c.Kubectl("get", kind, "trustgate", "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}")
+		out, _, err := c.Kubectl("get", kind, full, "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -458,14 +460,14 @@ webhook:
 			t.Errorf("%s caBundle changed on upgrade", k)
 		}
 	}
-	out, _, err := c.Kubectl("-n", relNS, "get", "deployment", "trustgate", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}")
+	out, _, err := c.Kubectl("-n", relNS, "get", "deployment", full, "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := "3 ghcr.io/trustgate-dev/trustgate@sha256:" + strings.Repeat("0", 64); out != want {
 		t.Errorf("after upgrade: %q, want %q", out, want)
 	}
-	pol, _, err := c.Kubectl("-n", relNS, "get", "configmap", "trustgate-policy", "-o", "jsonpath={.data.policy\\.yaml}")
+	pol, _, err := c.Kubectl("-n", relNS, "get", "configmap", full+"-policy", "-o", "jsonpath={.data.policy\\.yaml}")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -478,7 +480,7 @@ webhook:
 
 	helm("uninstall", release, "-n", relNS)
 	uninstalled = true
-	for _, obj := range []string{"mutatingwebhookconfiguration/trustgate", "validatingwebhookconfiguration/trustgate", "-n=" + relNS + " deployment/trustgate", "-n=" + relNS + " secret/trustgate-tls"} {
+	for _, obj := range []string{"mutatingwebhookconfiguration/" + full, "validatingwebhookconfiguration/" + full, "-n=" + relNS + " deployment/" + full, "-n=" + relNS + " secret/" + full + "-tls"} {
 		args := append([]string{"get"}, strings.Fields(obj)...)
 		if _, stderr, err := c.Kubectl(args...); err == nil || !strings.Contains(stderr, "NotFound") {
 			t.Errorf("%s still exists after uninstall (err %v)", obj, err)
