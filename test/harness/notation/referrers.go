@@ -21,20 +21,25 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// ReferrersRegistry is go-containerregistry's in-memory registry with its
-// referrers API, wrapped to behave as an OCI 1.1 registry does for Notation:
+// ReferrersRegistry is go-containerregistry's in-memory registry (pkg/registry)
+// with the OCI 1.1 referrers API in front, as Notation needs it:
 //   - a manifest PUT that carries a subject is answered with the OCI-Subject
 //     header, so notation-go (oras) does not also write the tag index;
-//   - the referrers list takes artifactType from the manifest's own
-//     artifactType field (ggcr takes it from config.mediaType, which for
-//     Notation signatures is the empty config, so a client filtering on
-//     Notation's artifact type would find nothing) and applies the
-//     artifactType query filter, saying so in OCI-Filters-Applied.
+//   - the referrers list is indexed when a manifest with a subject is pushed,
+//     as registries do, with artifactType taken from the manifest's own
+//     artifactType field (ggcr's own referrers handler takes it from
+//     config.mediaType, which for Notation signatures is the empty config,
+//     so a client filtering on Notation's artifact type would find nothing,
+//     and it parses every manifest of the repository on each call) and the
+//     artifactType query filter applied, as OCI-Filters-Applied says.
 //
-// It counts the requests it serves.
+// It counts the requests it serves; it can demand basic credentials or the
+// registry token flow.
 type ReferrersRegistry struct {
 	srv          *httptest.Server
 	inner        http.Handler
@@ -44,6 +49,8 @@ type ReferrersRegistry struct {
 	bearer       atomic.Bool
 	tokens       sync.Map // token → repository it grants pull on
 	tokenSerial  atomic.Int64
+	mu           sync.Mutex
+	index        map[string][]ocispec.Descriptor // repo@subject → referrers
 }
 
 // RequireBearerToken makes the registry speak the registry token flow, as
@@ -129,9 +136,9 @@ func (r *ReferrersRegistry) serve(w http.ResponseWriter, req *http.Request) {
 	case !r.referrersAPI:
 		r.inner.ServeHTTP(w, req)
 	case req.Method == http.MethodGet && n >= 4 && parts[0] == "v2" && parts[n-2] == "referrers":
-		r.referrers(w, req, strings.Join(parts[1:n-2], "/"))
+		r.referrers(w, req, strings.Join(parts[1:n-2], "/"), parts[n-1])
 	case req.Method == http.MethodPut && n >= 4 && parts[0] == "v2" && parts[n-2] == "manifests":
-		r.putManifest(w, req)
+		r.putManifest(w, req, strings.Join(parts[1:n-2], "/"))
 	default:
 		r.inner.ServeHTTP(w, req)
 	}
@@ -189,7 +196,7 @@ func (r *ReferrersRegistry) issueToken(w http.ResponseWriter, req *http.Request)
 	json.NewEncoder(w).Encode(map[string]any{"token": tok, "expires_in": 300})
 }
 
-func (r *ReferrersRegistry) putManifest(w http.ResponseWriter, req *http.Request) {
+func (r *ReferrersRegistry) putManifest(w http.ResponseWriter, req *http.Request, repo string) {
 	body, err := io.ReadAll(io.LimitReader(req.Body, 4<<20))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -197,7 +204,13 @@ func (r *ReferrersRegistry) putManifest(w http.ResponseWriter, req *http.Request
 	}
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	var m struct {
-		Subject *ocispec.Descriptor `json:"subject"`
+		MediaType    string              `json:"mediaType"`
+		ArtifactType string              `json:"artifactType"`
+		Subject      *ocispec.Descriptor `json:"subject"`
+		Annotations  map[string]string   `json:"annotations"`
+		Config       struct {
+			MediaType string `json:"mediaType"`
+		} `json:"config"`
 	}
 	_ = json.Unmarshal(body, &m)
 	rec := httptest.NewRecorder()
@@ -207,54 +220,47 @@ func (r *ReferrersRegistry) putManifest(w http.ResponseWriter, req *http.Request
 	}
 	if m.Subject != nil && rec.Code == http.StatusCreated {
 		w.Header().Set("OCI-Subject", m.Subject.Digest.String())
+		// Index the referrer as a registry does when the manifest is
+		// pushed (ggcr scans every manifest of the repository on each
+		// referrers call, a cost that would grow with the test).
+		at := m.ArtifactType
+		if at == "" {
+			at = m.Config.MediaType
+		}
+		mt := req.Header.Get("Content-Type")
+		if mt == "" {
+			mt = m.MediaType
+		}
+		d := ocispec.Descriptor{MediaType: mt, ArtifactType: at, Digest: digest.FromBytes(body), Size: int64(len(body)), Annotations: m.Annotations}
+		r.mu.Lock()
+		if r.index == nil {
+			r.index = map[string][]ocispec.Descriptor{}
+		}
+		key := repo + "@" + m.Subject.Digest.String()
+		r.index[key] = append(r.index[key], d)
+		r.mu.Unlock()
 	}
 	w.WriteHeader(rec.Code)
 	w.Write(rec.Body.Bytes())
 }
 
-func (r *ReferrersRegistry) referrers(w http.ResponseWriter, req *http.Request, repo string) {
+func (r *ReferrersRegistry) referrers(w http.ResponseWriter, req *http.Request, repo, subject string) {
 	filter := req.URL.Query().Get("artifactType")
-	inner := req.Clone(req.Context())
-	inner.URL = &url.URL{Path: req.URL.Path}
-	inner.RequestURI = ""
-	rec := httptest.NewRecorder()
-	r.inner.ServeHTTP(rec, inner)
-	if rec.Code != http.StatusOK {
-		for k, v := range rec.Header() {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(rec.Code)
-		w.Write(rec.Body.Bytes())
+	if _, err := digest.Parse(subject); err != nil {
+		http.Error(w, `{"errors":[{"code":"DIGEST_INVALID","message":"bad digest"}]}`, http.StatusBadRequest)
 		return
 	}
-	var idx ocispec.Index
-	if err := json.Unmarshal(rec.Body.Bytes(), &idx); err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	kept := idx.Manifests[:0]
-	for _, d := range idx.Manifests {
-		get := httptest.NewRequest(http.MethodGet, "/v2/"+repo+"/manifests/"+d.Digest.String(), nil)
-		get.Header.Set("Accept", string(d.MediaType))
-		mrec := httptest.NewRecorder()
-		r.inner.ServeHTTP(mrec, get)
-		var m struct {
-			ArtifactType string `json:"artifactType"`
-			Config       struct {
-				MediaType string `json:"mediaType"`
-			} `json:"config"`
-		}
-		if json.Unmarshal(mrec.Body.Bytes(), &m) == nil && m.ArtifactType != "" {
-			d.ArtifactType = m.ArtifactType
-		}
+	r.mu.Lock()
+	all := append([]ocispec.Descriptor(nil), r.index[repo+"@"+subject]...)
+	r.mu.Unlock()
+	kept := []ocispec.Descriptor{}
+	for _, d := range all {
 		if filter == "" || d.ArtifactType == filter {
 			kept = append(kept, d)
 		}
 	}
-	// ggcr lists from a map: a stable order makes runs comparable.
 	sort.Slice(kept, func(i, j int) bool { return kept[i].Digest < kept[j].Digest })
-	idx.Manifests = kept
-	out, _ := json.Marshal(idx)
+	out, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: kept})
 	w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
 	if filter != "" {
 		w.Header().Set("OCI-Filters-Applied", "artifactType")
