@@ -3,6 +3,10 @@
 # kube-apiserver on 127.0.0.1, the deploy/base manifests applied to it, and
 # trustgate serving its webhooks; then kubectl admits a signed image (stored
 # pinned to its digest) and refuses an unsigned one with trustgate's reason.
+# Dogfood: trustgate's own image (hack/imagebuild, what `make image` runs) is
+# pushed to the sandbox registry, signed with the notary CLI as `docker trust
+# sign` does, and deploy/base is applied with it by digest into a judged
+# namespace: trustgate admits its own signed image.
 #
 #   hack/demo.sh          start (stops a previous sandbox first)
 #   hack/demo.sh stop     stop everything it started
@@ -35,7 +39,7 @@ if [[ "${1:-}" == "stop" ]]; then
 fi
 
 for b in notary-server notary docker-registry etcd kubectl; do
-	command -v "$b" >/dev/null || { echo "demo: $b is missing: run 'sudo apt-get install -y notary docker-registry etcd-server' (kubectl too)" >&2; exit 2; }
+	command -v "$b" >/dev/null || { echo "demo: $b is missing: run hack/setup.sh (make demo does), which installs it" >&2; exit 2; }
 done
 [[ -x "$bin" ]] || { echo "demo: $bin is missing: run 'make demo' (it builds it)" >&2; exit 2; }
 stop
@@ -78,7 +82,32 @@ unsigned="$(field ref 2)"
 signed_digest="$(field digest 1)"
 root_key="$(field rootKeyFile 1)"
 
-say "Writing the policy: images of $registry/demo/* must be signed (DCT), pinned root key"
+say "Building trustgate's own image (make image) and pushing it to $registry/trustgate/trustgate"
+self_repo="$registry/trustgate/trustgate"
+self_ref="$(cd "$root" && SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 0)" \
+	go run ./hack/imagebuild -repo "$self_repo:demo" -version "$("$bin" version | awk '{print $2}')" 2>"$sb/imagebuild.log" | tail -1)"
+self_digest="${self_ref##*@}"
+[[ "$self_digest" == sha256:* ]] || { echo "demo: image build failed; see $sb/imagebuild.log" >&2; exit 1; }
+# DCT signs the manifest's digest and length as the registry serves it.
+self_size="$(curl -fsS -H 'Accept: application/vnd.oci.image.index.v1+json' \
+	"http://$registry/v2/trustgate/trustgate/manifests/$self_digest" | wc -c)"
+echo "$self_repo@$self_digest ($self_size bytes, linux/amd64 + linux/arm64, SBOM attached)"
+
+say "Signing it with the notary CLI (init, snapshot key to the server, addhash, publish: docker trust sign)"
+mkdir -p "$sb/self-signer"
+notary_cli() {
+	HOME="$sb/self-signer" NOTARY_ROOT_PASSPHRASE=sandbox-only NOTARY_TARGETS_PASSPHRASE=sandbox-only \
+		NOTARY_SNAPSHOT_PASSPHRASE=sandbox-only \
+		notary -s "$notary_url" -d "$sb/self-signer/trust" --tlscacert "$ca_file" "$@" >>"$sb/self-signer.log" 2>&1
+}
+notary_cli init "$self_repo"
+notary_cli publish "$self_repo"
+notary_cli key rotate "$self_repo" snapshot -r
+notary_cli addhash "$self_repo" demo "$self_size" --sha256 "${self_digest#sha256:}"
+notary_cli publish "$self_repo"
+"$bin" dct root-key "$self_repo" --server "$notary_url" --ca "$ca_file" >"$sb/self-root.pem"
+
+say "Writing the policy: images of $registry/demo/* and trustgate's own must be signed (DCT), pinned root keys"
 cat >"$sb/policy.yaml" <<POLICY
 apiVersion: trustgate.dev/v1alpha1
 kind: Policy
@@ -92,10 +121,19 @@ verifiers:
       server: $notary_url
       caFile: $ca_file
       rootKeys: [$root_key]
+  - name: trustgate-release
+    type: notaryv1
+    notaryv1:
+      server: $notary_url
+      caFile: $ca_file
+      rootKeys: [$sb/self-root.pem]
 rules:
   - name: demo
     images: ["$registry/demo/*"]
     verify: [demo-dct]
+  - name: trustgate-itself
+    images: ["$self_repo"]
+    verify: [trustgate-release]
 POLICY
 cat "$sb/policy.yaml"
 
@@ -153,6 +191,26 @@ if kubectl -n demo run unsigned --image="$unsigned"; then
 	echo "demo: the unsigned image was admitted: that is a bug" >&2
 	exit 1
 fi
+
+say "Dogfood: deploy/base with trustgate's image by digest, applied in namespace demo (judged)"
+# Only the namespaced objects: the cluster-wide ones (namespace trustgate, the
+# webhook configurations) are already applied above.
+mkdir -p "$sb/self"
+cat >"$sb/self/kustomization.yaml" <<KUST
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: demo
+resources:
+- $(realpath --relative-to="$sb/self" "$root/deploy/base")
+images:
+- name: ghcr.io/trustgate-dev/trustgate
+  newName: $self_repo
+  digest: $self_digest
+KUST
+kubectl kustomize "$sb/self" |
+	awk 'BEGIN { RS = "\n---\n" } /(^|\n)kind: (Deployment|ConfigMap|ServiceAccount|Service|PodDisruptionBudget)\n/ { printf "---\n%s\n", $0 }' |
+	kubectl -n demo apply -f -
+echo "stored image: $(kubectl -n demo get deployment trustgate -o jsonpath='{.spec.template.spec.containers[0].image}')"
 
 trap - ERR
 say "The sandbox is running"
