@@ -71,6 +71,8 @@ func (w *Webhook) review(ctx context.Context, req *decodedReview) (*admissionv1.
 	start := time.Now()
 	report, err := w.evaluate(ctx, engine.Request{
 		Namespace: req.Namespace, Images: images, Pin: w.mutate,
+		// /validate refuses a tag that a pinning rule should have had pinned.
+		RequireDigest:  !w.mutate,
 		ServiceAccount: obj.ServiceAccount, PullSecrets: obj.PullSecrets,
 	})
 	if err != nil {
@@ -345,9 +347,9 @@ func truncate(s string, n int) string {
 
 func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
 
-// record logs one line per decision and counts decisions. The lines are
-// built only for the levels the logger writes: a discarded line must cost
-// nothing on the hot path.
+// record logs one line per decision (the engine counts them, once each). The
+// lines are built only for the levels the logger writes: a discarded line
+// must cost nothing on the hot path.
 func (w *Webhook) record(req *decodedReview, obj *workload.Object, report engine.Report, ds []engine.Decision, elapsed time.Duration) {
 	ctx := context.Background()
 	var common []slog.Attr
@@ -398,13 +400,6 @@ func (w *Webhook) record(req *decodedReview, obj *workload.Object, report engine
 			}
 			attrs = outcomeAttrs(attrs, d)
 			w.log.LogAttrs(ctx, level, "admission decision", attrs...)
-		}
-		if w.metrics != nil {
-			rule := d.Rule
-			if rule == "" {
-				rule = "(none)"
-			}
-			w.metrics.Decisions.WithLabelValues(rule, decision).Inc()
 		}
 	}
 }

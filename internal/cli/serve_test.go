@@ -85,7 +85,8 @@ func TestServe(t *testing.T) {
 
 	admit := func() (bool, string) {
 		t.Helper()
-		body := fmt.Sprintf(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"namespace":"default","operation":"CREATE","object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":%q}]}}}}`, "reg.test/team/app:v1")
+		body := fmt.Sprintf(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"namespace":"default","operation":"CREATE","object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":%q}]}}}}`,
+			"reg.test/team/app:v1@"+signedDigest) // as /mutate pins it for /validate
 		resp, err := client.Post("https://"+addr+"/validate", "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)

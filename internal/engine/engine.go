@@ -19,6 +19,11 @@ type Request struct {
 	// Pin asks for a digest for every allowed image of a pinning rule, resolving
 	// it from the registry when the verifier proved none (the mutate path).
 	Pin bool
+	// RequireDigest refuses a reference without a digest under a rule that
+	// pins (the /validate path: /mutate should have pinned it), unless the
+	// policy sets settings.validateRequiresDigest: false. `trustgate check`
+	// and `verify` leave it off.
+	RequireDigest bool
 	// ServiceAccount and PullSecrets name the credentials the pod pulls with
 	// (imagePullSecrets), for resolving digests from private registries.
 	ServiceAccount string

@@ -35,7 +35,11 @@ type Engine struct {
 	resolver Resolver
 	keychain KeychainFunc // verify.Subject.Keychain (combine.go)
 	metrics  *metrics.Metrics
-	parallel int
+	// Bounds on work (bounds.go): images judged at once per request,
+	// distinct images per request, and upstream work in flight in total.
+	parallel  int
+	maxImages int
+	upstream  chan struct{}
 }
 
 // Option configures an Engine.
@@ -58,7 +62,7 @@ func WithCacheSize(n int) Option {
 
 // New returns an engine for p.
 func New(p *policy.Policy, opts ...Option) *Engine {
-	e := &Engine{parallel: 16}
+	e := &Engine{parallel: DefaultParallel, maxImages: DefaultMaxImages, upstream: make(chan struct{}, DefaultMaxUpstream)}
 	WithCacheSize(100_000)(e)
 	for _, o := range opts {
 		o(e)
@@ -76,6 +80,9 @@ func (e *Engine) SetPolicy(p *policy.Policy) { e.pol.Store(p) }
 
 // Evaluate decides every distinct image of req. It returns when all are
 // decided or ctx ends; an image not decided by then is denied as timed out.
+// The work it starts is bounded: at most maxImages distinct images (more are
+// denied whole), parallel of them at once, and nothing is started after ctx
+// ends.
 func (e *Engine) Evaluate(ctx context.Context, req Request) Report {
 	p := e.pol.Load()
 	rep := Report{Mode: p.Mode}
@@ -83,7 +90,13 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) Report {
 		rep.Exempt = true
 		return rep
 	}
-	for _, img := range distinct(req.Images) {
+	images := distinct(req.Images)
+	if len(images) > e.maxImages {
+		rep.Decisions = overCap(images, e.maxImages)
+		e.countAll(rep.Decisions)
+		return rep
+	}
+	for _, img := range images {
 		rep.Decisions = append(rep.Decisions, Decision{Image: img})
 	}
 	if len(rep.Decisions) == 1 {
@@ -94,8 +107,22 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) Report {
 	sem := make(chan struct{}, e.parallel)
 	var wg sync.WaitGroup
 	for i := range rep.Decisions {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			// The deadline passed before this image's turn: start nothing
+			// more, deny the rest as timed out (once every started image has
+			// returned, so no decision is written twice).
+			wg.Wait()
+			for j := i; j < len(rep.Decisions); j++ {
+				rep.Decisions[j] = timedOutDecision(rep.Decisions[j].Image)
+			}
+			e.countAll(rep.Decisions[i:])
+			break
+		}
 		wg.Add(1)
-		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
@@ -153,17 +180,21 @@ func (e *Engine) EvaluateCached(req Request) (Report, bool) {
 		rep.Exempt = true
 		return rep, true
 	}
+	images := distinct(req.Images)
+	if len(images) > e.maxImages {
+		rep.Decisions = overCap(images, e.maxImages)
+		e.countAll(rep.Decisions)
+		return rep, true
+	}
 	co := &cachedOnly{}
-	for _, img := range distinct(req.Images) {
+	for _, img := range images {
 		d, ok := e.decide(context.Background(), p, req, img, co)
 		if !ok {
 			return Report{}, false
 		}
 		rep.Decisions = append(rep.Decisions, d)
 	}
-	for _, d := range rep.Decisions {
-		e.count(d)
-	}
+	e.countAll(rep.Decisions)
 	if e.metrics != nil && co.hits > 0 {
 		e.metrics.CacheLookups.WithLabelValues("hit").Add(float64(co.hits))
 	}
@@ -211,6 +242,9 @@ func (e *Engine) decide(ctx context.Context, p *policy.Policy, req Request, img 
 		}
 		d.Allowed, d.Digest, d.Signers, d.Reason, d.Cached = true, res.digest, res.signers, res.reason, res.cached
 	}
+	if d, refused := unpinned(p, req, rule, d); refused {
+		return d, true
+	}
 	if req.Pin && rule.PinDigest && ref.Digest() == "" {
 		if d.Digest == "" {
 			dg, err := e.resolve(ctx, p, ref, resolve.Auth{Namespace: req.Namespace, ServiceAccount: req.ServiceAccount, PullSecrets: req.PullSecrets}, co)
@@ -241,10 +275,18 @@ func (e *Engine) parse(img string) (imageref.Ref, error) {
 	return ref, err
 }
 
+// count records one decision in trustgate_image_decisions_total. The engine
+// is the only place that counts decisions, once each.
 func (e *Engine) count(d Decision) {
 	if e.metrics != nil {
 		res := d.Verdict() // allow, deny, or unavailable (could not complete)
-		e.metrics.Decisions.WithLabelValues(d.Rule, res).Inc()
+		e.metrics.Decisions.WithLabelValues(decisionLabel(d), res).Inc()
+	}
+}
+
+func (e *Engine) countAll(ds []Decision) {
+	for _, d := range ds {
+		e.count(d)
 	}
 }
 
@@ -264,7 +306,7 @@ func (e *Engine) verifyOne(ctx context.Context, p *policy.Policy, v verify.Verif
 		return out.Value, cache.Hit, out.Err
 	}
 	deadline := p.Settings.Deadline
-	out, src := e.results.Do(ctx, key,
+	out, src := doBounded(e, e.results, ctx, key,
 		func() (context.Context, context.CancelFunc) {
 			return context.WithTimeout(context.Background(), deadline)
 		},
@@ -343,7 +385,7 @@ func (e *Engine) resolve(ctx context.Context, p *policy.Policy, ref imageref.Ref
 		}
 		return out.Value, out.Err
 	}
-	out, _ := e.resolved.Do(ctx, key,
+	out, _ := doBounded(e, e.resolved, ctx, key,
 		func() (context.Context, context.CancelFunc) {
 			return context.WithTimeout(context.Background(), deadline)
 		},

@@ -98,6 +98,10 @@ type SettingsFile struct {
 	RequestTimeout string `json:"requestTimeout,omitempty"` // one outbound HTTP request, default 3s
 	CacheTTL       string `json:"cacheTTL,omitempty"`       // verified decisions, default 5m
 	DenyCacheTTL   string `json:"denyCacheTTL,omitempty"`   // definite denies, default 10s
+	// ValidateRequiresDigest (default true): /validate refuses a tag-only
+	// reference under a rule that pins, since /mutate should have pinned it.
+	// false is for clusters that run only /validate.
+	ValidateRequiresDigest *bool `json:"validateRequiresDigest,omitempty"`
 }
 
 // VerifierFile is one named trust configuration: `{name, type, <type>:
@@ -149,6 +153,9 @@ type Policy struct {
 // Settings are the parsed tunables.
 type Settings struct {
 	Deadline, RequestTimeout, CacheTTL, DenyCacheTTL time.Duration
+	// ValidateAcceptsTags is settings.validateRequiresDigest: false. The
+	// zero value is the strict one.
+	ValidateAcceptsTags bool
 }
 
 // Rule is a compiled rule.
@@ -361,6 +368,7 @@ func compileRule(rf RuleFile, verifiers map[string]verify.Verifier) (*Rule, erro
 
 func parseSettings(s SettingsFile) (Settings, error) {
 	out := Settings{Deadline: DefaultDeadline, RequestTimeout: DefaultRequestTimeout, CacheTTL: DefaultCacheTTL, DenyCacheTTL: DefaultDenyCacheTTL}
+	out.ValidateAcceptsTags = s.ValidateRequiresDigest != nil && !*s.ValidateRequiresDigest
 	for _, f := range []struct {
 		name string
 		text string
