@@ -116,6 +116,13 @@ type compiled struct {
 	level         *trustpolicy.VerificationLevel
 	stores        map[string][]*x509.Certificate // "ca", "signingAuthority", "tsa"
 	maxSignatures int
+	scopes        map[string]bool // nil: every repository
+}
+
+// inScope is the trust policy's scope check, answered from a set (notation-go
+// compiles a regular expression on every lookup; it still makes its own).
+func (c *compiled) inScope(repository string) bool {
+	return c.scopes == nil || c.scopes[repository]
 }
 
 var levels = []string{trustpolicy.LevelStrict.Name, trustpolicy.LevelPermissive.Name, trustpolicy.LevelAudit.Name, trustpolicy.LevelSkip.Name}
@@ -213,6 +220,12 @@ func (c *Config) compile(name, baseDir string) (*compiled, error) {
 			// Notation's scopes are exact repositories or the lone "*";
 			// patterns belong in the rule's images.
 			return nil, fmt.Errorf("registryScopes[%d]: %q: want an exact repository (registry/path); use the rule's images for patterns", i, s)
+		}
+	}
+	if !(len(scopes) == 1 && scopes[0] == "*") {
+		out.scopes = map[string]bool{}
+		for _, s := range scopes {
+			out.scopes[s] = true
 		}
 	}
 	if c.MaxSignatures < 0 || c.MaxSignatures > MaxMaxSignatures {

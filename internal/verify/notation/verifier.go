@@ -141,7 +141,7 @@ func (v *Verifier) Verify(ctx context.Context, s verify.Subject) (*verify.Result
 		return nil, fmt.Errorf("notation: digest %q: %v: %w", dgst, err, verify.ErrUntrusted)
 	}
 	artifactRef := s.Ref.Repository() + "@" + d.String()
-	if _, err := v.cfg.doc.GetApplicableTrustPolicy(artifactRef); err != nil {
+	if !v.cfg.inScope(s.Ref.Repository()) {
 		return nil, fmt.Errorf("notation: %s is outside registryScopes: %w", s.Ref.Repository(), verify.ErrUntrusted)
 	}
 	if v.cfg.level.Name == trustpolicy.LevelSkip.Name {
@@ -295,15 +295,20 @@ func (v *Verifier) list(ctx context.Context, repo *remote.Repository, d digest.D
 // verifyOne fetches one signature and runs notation-go's checks on it.
 func (v *Verifier) verifyOne(ctx context.Context, repo *remote.Repository, d digest.Digest, artifactRef string, desc ocispec.Descriptor) (*verify.Result, error) {
 	sig := desc.Digest.String()
-	blob, mediaType, err := fetchEnvelope(ctx, repo, desc)
+	blob, mediaType, subject, err := fetchEnvelope(ctx, repo, desc)
 	if err != nil {
 		return nil, fmt.Errorf("signature %s: %w", sig, err)
 	}
-	// The registry holds no digest of its own: the subject's descriptor is
-	// the one the signature signed, once its digest is the one under
-	// judgement (a digest fixes the bytes, so their size and media type).
-	target, err := signedTarget(mediaType, blob)
-	if err != nil {
+	// The descriptor notation-go checks the signed payload against: the
+	// signature manifest's subject, which the signer copied from the target
+	// (its digest must be the one under judgement; its size and media type
+	// are then what the signature must name, or notation-go refuses it).
+	// Without a subject, the payload's own target, read before
+	// verification only to choose the descriptor.
+	var target ocispec.Descriptor
+	if subject != nil {
+		target = ocispec.Descriptor{MediaType: subject.MediaType, Digest: subject.Digest, Size: subject.Size}
+	} else if target, err = signedTarget(mediaType, blob); err != nil {
 		return nil, fmt.Errorf("signature %s: %v: %w", sig, err, verify.ErrUntrusted)
 	}
 	if target.Digest != d {
@@ -315,43 +320,50 @@ func (v *Verifier) verifyOne(ctx context.Context, repo *remote.Repository, d dig
 		SignatureMediaType: mediaType,
 	})
 	if err != nil {
+		if signed, ok := verifiedTarget(outcome); ok && !content.Equal(signed, target) {
+			if signed.Digest != d {
+				return nil, fmt.Errorf("signature %s signs %s, not %s: %w", sig, signed.Digest, d, verify.ErrUntrusted)
+			}
+			return nil, fmt.Errorf("signature %s names %s of %d bytes (%s), the registry's subject %d bytes (%s): %w", sig, d, signed.Size, signed.MediaType, target.Size, target.MediaType, verify.ErrUntrusted)
+		}
 		return nil, classify(ctx, sig, outcome, err, rec)
 	}
 	return result(d, mediaType, outcome), nil
 }
 
 // fetchEnvelope reads the signature manifest and its one envelope layer,
-// both bounded and checked against their digests.
-func fetchEnvelope(ctx context.Context, repo *remote.Repository, desc ocispec.Descriptor) ([]byte, string, error) {
+// both bounded and checked against their digests, and returns the envelope,
+// its media type and the manifest's subject (nil when it has none).
+func fetchEnvelope(ctx context.Context, repo *remote.Repository, desc ocispec.Descriptor) (_ []byte, _ string, _ *ocispec.Descriptor, err error) {
 	if desc.MediaType != ocispec.MediaTypeImageManifest {
-		return nil, "", fmt.Errorf("manifest media type %q is not an OCI image manifest: %w", desc.MediaType, verify.ErrUntrusted)
+		return nil, "", nil, fmt.Errorf("manifest media type %q is not an OCI image manifest: %w", desc.MediaType, verify.ErrUntrusted)
 	}
 	if desc.Size <= 0 || desc.Size > maxManifestBytes {
-		return nil, "", fmt.Errorf("manifest size %d is outside 1..%d: %w", desc.Size, maxManifestBytes, verify.ErrUntrusted)
+		return nil, "", nil, fmt.Errorf("manifest size %d is outside 1..%d: %w", desc.Size, maxManifestBytes, verify.ErrUntrusted)
 	}
 	raw, err := fetchAll(ctx, repo.Manifests(), desc)
 	if err != nil {
-		return nil, "", fmt.Errorf("fetch manifest: %w", err)
+		return nil, "", nil, fmt.Errorf("fetch manifest: %w", err)
 	}
 	var m ocispec.Manifest
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, "", fmt.Errorf("decode manifest: %v: %w", err, verify.ErrUntrusted)
+		return nil, "", nil, fmt.Errorf("decode manifest: %v: %w", err, verify.ErrUntrusted)
 	}
 	if len(m.Layers) != 1 {
-		return nil, "", fmt.Errorf("manifest has %d layers, want one envelope: %w", len(m.Layers), verify.ErrUntrusted)
+		return nil, "", nil, fmt.Errorf("manifest has %d layers, want one envelope: %w", len(m.Layers), verify.ErrUntrusted)
 	}
 	layer := m.Layers[0]
 	if layer.MediaType != jws.MediaTypeEnvelope && layer.MediaType != cose.MediaTypeEnvelope {
-		return nil, "", fmt.Errorf("envelope media type %q is neither JWS nor COSE: %w", layer.MediaType, verify.ErrUntrusted)
+		return nil, "", nil, fmt.Errorf("envelope media type %q is neither JWS nor COSE: %w", layer.MediaType, verify.ErrUntrusted)
 	}
 	if layer.Size <= 0 || layer.Size > maxEnvelopeBytes {
-		return nil, "", fmt.Errorf("envelope size %d is outside 1..%d: %w", layer.Size, maxEnvelopeBytes, verify.ErrUntrusted)
+		return nil, "", nil, fmt.Errorf("envelope size %d is outside 1..%d: %w", layer.Size, maxEnvelopeBytes, verify.ErrUntrusted)
 	}
 	blob, err := fetchAll(ctx, repo.Blobs(), layer)
 	if err != nil {
-		return nil, "", fmt.Errorf("fetch envelope: %w", err)
+		return nil, "", nil, fmt.Errorf("fetch envelope: %w", err)
 	}
-	return blob, layer.MediaType, nil
+	return blob, layer.MediaType, m.Subject, nil
 }
 
 type fetcher interface {
@@ -378,6 +390,27 @@ func fetchAll(ctx context.Context, f fetcher, desc ocispec.Descriptor) ([]byte, 
 		return nil, fmt.Errorf("%v: %w", err, verify.ErrUntrusted)
 	}
 	return b, nil
+}
+
+// verifiedTarget is the target descriptor of an envelope notation-go
+// verified (its content is only set once integrity passed).
+func verifiedTarget(o *notationgo.VerificationOutcome) (ocispec.Descriptor, bool) {
+	if o == nil || o.EnvelopeContent == nil || o.Error == nil {
+		return ocispec.Descriptor{}, false
+	}
+	for _, r := range o.VerificationResults {
+		if r.Error != nil && r.Action == trustpolicy.ActionEnforce {
+			return ocispec.Descriptor{}, false // failed for another reason
+		}
+	}
+	var p struct {
+		TargetArtifact ocispec.Descriptor `json:"targetArtifact"`
+	}
+	if json.Unmarshal(o.EnvelopeContent.Payload.Content, &p) != nil {
+		return ocispec.Descriptor{}, false
+	}
+	t := p.TargetArtifact
+	return ocispec.Descriptor{MediaType: t.MediaType, Digest: t.Digest, Size: t.Size}, true
 }
 
 // signedTarget reads the target descriptor from the envelope's payload,
@@ -553,6 +586,20 @@ func (r *revocationRecord) problems() string {
 type recording struct{ inner revocation.Validator }
 
 func (v recording) ValidateContext(ctx context.Context, opts revocation.ValidateContextOptions) ([]*revocationresult.CertRevocationResult, error) {
+	if !revocable(opts.CertChain) {
+		// No certificate names an OCSP responder or a CRL: every one is
+		// non-revocable, which is what the inner validator would answer
+		// after validating the chain a third time (integrity and
+		// authenticity, which run first, already did).
+		out := make([]*revocationresult.CertRevocationResult, len(opts.CertChain))
+		for i := range out {
+			out[i] = &revocationresult.CertRevocationResult{
+				Result:        revocationresult.ResultNonRevokable,
+				ServerResults: []*revocationresult.ServerResult{{Result: revocationresult.ResultNonRevokable}},
+			}
+		}
+		return out, nil
+	}
 	res, err := v.inner.ValidateContext(ctx, opts)
 	if rec, ok := ctx.Value(recordKey{}).(*revocationRecord); ok {
 		rec.mu.Lock()
@@ -563,6 +610,15 @@ func (v recording) ValidateContext(ctx context.Context, opts revocation.Validate
 		rec.mu.Unlock()
 	}
 	return res, err
+}
+
+func revocable(chain []*x509.Certificate) bool {
+	for _, c := range chain {
+		if len(c.OCSPServer) > 0 || len(c.CRLDistributionPoints) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // maxCRLs bounds the CRL cache.
