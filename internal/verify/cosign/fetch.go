@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -71,27 +73,94 @@ type manifest struct {
 	Annotations   map[string]string `json:"annotations,omitempty"`
 }
 
-// repoClient reads one repository with one authenticated transport (one
-// ping and at most one token per verification).
+// repoClient reads one repository with one authenticated transport (at
+// most one ping and one token per verification).
 type repoClient struct {
 	client *http.Client
 	base   string // scheme://host/v2/<repo>
+	// unauthorized, when set, is called on a 401: the registry no longer
+	// serves anonymous pulls, so what pings told earlier is stale.
+	unauthorized func()
 }
 
-// openRepo authenticates to repo's registry with kc. The transport pings
-// /v2/ and, for a bearer challenge, fetches a pull token for repo.
-func openRepo(ctx context.Context, base http.RoundTripper, repo name.Repository, kc authn.Keychain) (*repoClient, error) {
-	if kc == nil {
-		kc = authn.NewMultiKeychain()
+// pings remembers, per registry, whether its /v2/ answered 200 to an
+// anonymous ping (and over which scheme), so that anonymous verifications
+// of further images skip the ping: one round trip less on every cold
+// verification against a registry that serves anonymous pulls. Registries
+// that challenge go through ggcr's transport (its own ping, then a token);
+// remembering that they do spares a second ping. Entries expire, and a 401
+// drops them at once.
+type pings struct {
+	mu sync.Mutex
+	m  map[string]pingEntry
+}
+
+type pingEntry struct {
+	insecure   bool // plain http
+	challenged bool // asked for authentication: use ggcr's transport
+	at         time.Time
+}
+
+// noReferrers remembers registries whose referrers API answered "not
+// supported", so the next verification reads the tag index without asking
+// again; a verification that would deny asks the API first (see Verify).
+type noReferrers struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+func (n *noReferrers) known(reg string, now time.Time) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	at, ok := n.m[reg]
+	return ok && now.Sub(at) <= pingTTL
+}
+
+func (n *noReferrers) set(reg string, unsupported bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !unsupported {
+		delete(n.m, reg)
+		return
 	}
-	auth, err := authn.Resolve(ctx, kc, repo)
-	if err != nil {
-		return nil, fmt.Errorf("credentials for %s: %w", repo.RegistryStr(), err)
+	if n.m == nil || len(n.m) >= maxPingKeys {
+		n.m = map[string]time.Time{}
 	}
-	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, base, []string{repo.Scope(transport.PullScope)})
-	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", repo.RegistryStr(), err)
+	n.m[reg] = time.Now()
+}
+
+const (
+	pingTTL     = 10 * time.Minute
+	maxPingKeys = 1024
+)
+
+func (p *pings) get(reg string, now time.Time) (pingEntry, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.m[reg]
+	if ok && now.Sub(e.at) > pingTTL {
+		delete(p.m, reg)
+		ok = false
 	}
+	return e, ok
+}
+
+func (p *pings) put(reg string, e pingEntry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil || len(p.m) >= maxPingKeys {
+		p.m = map[string]pingEntry{}
+	}
+	p.m[reg] = e
+}
+
+func (p *pings) drop(reg string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.m, reg)
+}
+
+func newRepoClient(rt http.RoundTripper, scheme string, repo name.Repository) *repoClient {
 	return &repoClient{
 		client: &http.Client{
 			Transport: rt,
@@ -107,8 +176,50 @@ func openRepo(ctx context.Context, base http.RoundTripper, repo name.Repository,
 				return nil
 			},
 		},
-		base: fmt.Sprintf("%s://%s/v2/%s", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr()),
-	}, nil
+		base: fmt.Sprintf("%s://%s/v2/%s", scheme, repo.RegistryStr(), repo.RepositoryStr()),
+	}
+}
+
+// openRepo authenticates to repo's registry with kc: anonymously without a
+// ping when the registry is known to allow it, else through
+// go-containerregistry's transport (ping, then a pull token for repo on a
+// bearer challenge).
+func openRepo(ctx context.Context, base http.RoundTripper, repo name.Repository, kc authn.Keychain, known *pings) (*repoClient, error) {
+	if kc == nil {
+		kc = authn.NewMultiKeychain()
+	}
+	auth, err := authn.Resolve(ctx, kc, repo)
+	if err != nil {
+		return nil, fmt.Errorf("credentials for %s: %w", repo.RegistryStr(), err)
+	}
+	reg := repo.RegistryStr()
+	if auth == authn.Anonymous {
+		e, ok := known.get(reg, time.Now())
+		if !ok {
+			ch, err := transport.Ping(ctx, repo.Registry, base)
+			if err != nil {
+				return nil, fmt.Errorf("connect to %s: %w", reg, err)
+			}
+			// Scheme "" is a 200: no authentication asked.
+			e = pingEntry{insecure: ch.Insecure, challenged: ch.Scheme != "", at: time.Now()}
+			known.put(reg, e)
+		}
+		if !e.challenged {
+			scheme := "https"
+			if e.insecure {
+				scheme = "http"
+			}
+			c := newRepoClient(base, scheme, repo)
+			c.unauthorized = func() { known.drop(reg) }
+			return c, nil
+		}
+	}
+	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, base, []string{repo.Scope(transport.PullScope)})
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", reg, err)
+	}
+	// The transport picks the scheme its ping found; the URL's is replaced.
+	return newRepoClient(rt, repo.Scheme(), repo), nil
 }
 
 // get fetches path under the repository, reading at most limit bytes.
@@ -127,6 +238,9 @@ func (c *repoClient) get(ctx context.Context, path string, accept []string, limi
 		return nil, "", err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized && c.unauthorized != nil {
+		c.unauthorized()
+	}
 	for _, m := range append(missing, http.StatusNotFound) {
 		if resp.StatusCode == m {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
@@ -190,26 +304,35 @@ func (c *repoClient) blob(ctx context.Context, d descriptor) ([]byte, error) {
 }
 
 // discovery is what one verification learns about the signature
-// artifacts of a digest. The three lookups run in parallel: on a registry
+// artifacts of a digest. The lookups run in parallel: on a registry
 // without a referrers API (distribution 2.x, which answers 404) the tag
 // index would otherwise wait for that 404, and legacy signatures for both.
 // That costs a wasted request when the first one suffices, and saves two
 // round trips on the critical path (see BENCHMARKS.md).
 type discovery struct {
 	bundles   []descriptor
-	bundleErr error // the referrers listing failed: could not complete
+	bundleErr error // the listing failed: could not complete
+	// api is whether the referrers API answered (nil when not asked).
+	api       *bool
 	legacy    *manifest
 	legacyErr error // errNotFound when there is no .sig image
 }
 
-func (c *repoClient) discover(ctx context.Context, digest string) discovery {
+// discover lists bundles and fetches the legacy signature manifest. With
+// skipAPI (the registry had no referrers API a moment ago) it reads only
+// the tag index; the caller asks the API before it denies.
+func (c *repoClient) discover(ctx context.Context, digest string, skipAPI bool) discovery {
 	type res struct {
 		m   *manifest
 		ok  bool
 		err error
 	}
 	api, tag, sig := make(chan res, 1), make(chan res, 1), make(chan res, 1)
-	go func() { m, ok, err := c.referrersAPI(ctx, digest); api <- res{m, ok, err} }()
+	if skipAPI {
+		api <- res{}
+	} else {
+		go func() { m, ok, err := c.referrersAPI(ctx, digest); api <- res{m, ok, err} }()
+	}
 	go func() { m, err := c.manifest(ctx, tagFor(digest, ""), ociIndex); tag <- res{m: m, err: err} }()
 	go func() {
 		m, err := c.manifest(ctx, tagFor(digest, "sig"), ociManifest, dockerManifest)
@@ -217,6 +340,9 @@ func (c *repoClient) discover(ctx context.Context, digest string) discovery {
 	}()
 	a, tg, sg := <-api, <-tag, <-sig
 	d := discovery{legacy: sg.m, legacyErr: sg.err}
+	if !skipAPI {
+		d.api = &a.ok
+	}
 	idx := a.m
 	switch {
 	case a.err != nil:
@@ -233,6 +359,13 @@ func (c *repoClient) discover(ctx context.Context, digest string) discovery {
 		}
 		idx = tg.m
 	}
+	d.bundles = bundleDescriptors(idx)
+	return d
+}
+
+// bundleDescriptors keeps the cosign signature bundles of a referrers list.
+func bundleDescriptors(idx *manifest) []descriptor {
+	var out []descriptor
 	for _, m := range idx.Manifests {
 		// Filter here too: the tag index holds Notation signatures and
 		// attestations, and a registry may ignore the query filter.
@@ -242,9 +375,9 @@ func (c *repoClient) discover(ctx context.Context, digest string) discovery {
 		if pt, ok := m.Annotations[predicateTypeAnnotation]; ok && pt != signPredicateType {
 			continue
 		}
-		d.bundles = append(d.bundles, m)
+		out = append(out, m)
 	}
-	return d
+	return out
 }
 
 // referrersAPI asks the OCI referrers API; ok is false when the registry

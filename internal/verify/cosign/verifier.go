@@ -58,6 +58,8 @@ type Verifier struct {
 	perKey   []*sgverify.Verifier // keys mode: one per configured key
 	keyless  *sgverify.Verifier
 	idPolicy []sgverify.PolicyOption
+	pings    pings
+	noRefs   noReferrers
 }
 
 // Factory is the raw-JSON constructor (verify.Factory).
@@ -164,36 +166,43 @@ func (v *Verifier) Verify(ctx context.Context, s verify.Subject) (*verify.Result
 	}
 	ctx, cancel := context.WithTimeout(ctx, v.timeout)
 	defer cancel()
-	c, err := openRepo(ctx, v.base, repo, s.Keychain)
+	c, err := openRepo(ctx, v.base, repo, s.Keychain, &v.pings)
 	if err != nil {
 		return nil, v.unavailable(err)
 	}
-	j := &judgement{v: v, digest: s.Digest, digestBytes: digestBytes, passed: map[int]string{}}
+	j := &judgement{v: v, digest: s.Digest, digestBytes: digestBytes, passed: map[int]string{}, judged: map[string]bool{}}
 
-	d := c.discover(ctx, s.Digest)
+	reg := repo.RegistryStr()
+	skipAPI := v.noRefs.known(reg, time.Now())
+	d := c.discover(ctx, s.Digest, skipAPI)
+	if d.api != nil {
+		v.noRefs.set(reg, !*d.api)
+	}
 	if d.bundleErr != nil {
 		return nil, v.unavailable(d.bundleErr)
 	}
 	// Bundles first (cosign v3's default), then legacy .sig signatures only
 	// if the bundles were not enough: the common case fetches no legacy blob.
-	for _, b := range d.bundles {
-		if j.done() || j.seen >= maxCandidates {
-			break
-		}
-		j.seen++
-		bd, err := fetchBundle(ctx, c, b)
-		if err != nil {
-			if ctx.Err() != nil || !isContentError(err) {
-				return nil, v.unavailable(err)
-			}
-			j.reject(fmt.Sprintf("bundle %s: %v", short(b.Digest), err))
-			continue
-		}
-		j.judgeBundle(b.Digest, bd)
+	if err := j.bundles(ctx, c, d.bundles); err != nil {
+		return nil, v.unavailable(err)
 	}
 	if !j.done() {
 		if err := j.legacy(ctx, c, d.legacy, d.legacyErr); err != nil {
 			return nil, v.unavailable(err)
+		}
+	}
+	if !j.done() && skipAPI {
+		// Before saying no, ask the referrers API after all: the registry
+		// may have gained one since, and then cosign writes no tag index.
+		idx, ok, err := c.referrersAPI(ctx, s.Digest)
+		if err != nil {
+			return nil, v.unavailable(fmt.Errorf("referrers of %s: %w", s.Digest, err))
+		}
+		v.noRefs.set(reg, !ok)
+		if ok {
+			if err := j.bundles(ctx, c, bundleDescriptors(idx)); err != nil {
+				return nil, v.unavailable(err)
+			}
 		}
 	}
 	if !j.done() {
@@ -243,7 +252,8 @@ type judgement struct {
 	v           *Verifier
 	digest      string
 	digestBytes []byte
-	passed      map[int]string // key index (or 0 for keyless) → signer
+	passed      map[int]string  // key index (or 0 for keyless) → signer
+	judged      map[string]bool // bundle manifest digests already looked at
 	seen        int
 	rejects     []string
 }
@@ -277,6 +287,31 @@ func (j *judgement) why() string {
 		b.WriteString(strings.Join(j.rejects, "; "))
 	}
 	return b.String()
+}
+
+// bundles fetches and judges bundles not judged before, until the
+// requirement is met or the candidate bound is reached.
+func (j *judgement) bundles(ctx context.Context, c *repoClient, ds []descriptor) error {
+	for _, b := range ds {
+		if j.done() || j.seen >= maxCandidates {
+			return nil
+		}
+		if j.judged[b.Digest] {
+			continue
+		}
+		j.judged[b.Digest] = true
+		j.seen++
+		bd, err := fetchBundle(ctx, c, b)
+		if err != nil {
+			if ctx.Err() != nil || !isContentError(err) {
+				return err
+			}
+			j.reject(fmt.Sprintf("bundle %s: %v", short(b.Digest), err))
+			continue
+		}
+		j.judgeBundle(b.Digest, bd)
+	}
+	return nil
 }
 
 // judgeBundle verifies one bundle against the keys not yet satisfied (or

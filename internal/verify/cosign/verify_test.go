@@ -420,3 +420,108 @@ func TestNoDigestIsUnavailable(t *testing.T) {
 		t.Fatalf("Verify without digest = %v, want unavailable", err)
 	}
 }
+
+// TestPingRemembered: a registry that served an anonymous ping is not
+// pinged again for the next image; once it asks for credentials (401), the
+// verification is "unavailable" and the next one pings again.
+func TestPingRemembered(t *testing.T) {
+	var locked atomic.Bool
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	var pingCount atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			pingCount.Add(1)
+		}
+		if locked.Load() {
+			w.Header().Set("WWW-Authenticate", `Basic realm="trustgate-test"`)
+			http.Error(w, "credentials required", http.StatusUnauthorized)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	key := newKey(t, elliptic.P256())
+	v := keysVerifier(t, 1, "", key)
+	var imgs []name.Digest
+	for i := range 3 {
+		img := pushImage(t, fmt.Sprintf("%s/app%d", u.Host, i))
+		attachKeyBundle(t, key, img, img, harness.SignPredicateType, nil)
+		imgs = append(imgs, img)
+	}
+	pingCount.Store(0)
+	for _, img := range imgs[:2] {
+		if _, err := v.Verify(context.Background(), subject(img)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := pingCount.Load(); got != 1 {
+		t.Fatalf("two verifications pinged %d times, want 1", got)
+	}
+	locked.Store(true)
+	if _, err := v.Verify(context.Background(), subject(imgs[2])); !errors.Is(err, verify.ErrUnavailable) {
+		t.Fatalf("after the registry asked for credentials: %v, want unavailable", err)
+	}
+	if _, err := v.Verify(context.Background(), subject(imgs[2])); !errors.Is(err, verify.ErrUnavailable) {
+		t.Fatalf("second try: %v, want unavailable", err)
+	}
+	if got := pingCount.Load(); got < 2 {
+		t.Fatalf("after a 401 the registry was not pinged again (%d pings)", got)
+	}
+	locked.Store(false)
+	if _, err := v.Verify(context.Background(), subject(imgs[2])); err != nil {
+		t.Fatalf("registry open again: %v", err)
+	}
+}
+
+// TestReferrersMemory: a registry without a referrers API is not asked
+// again for the next image, except before a deny: a registry that gained
+// the API (and so holds new signatures only there) is still read.
+func TestReferrersMemory(t *testing.T) {
+	var gained atomic.Bool
+	var apiCalls atomic.Int64
+	inner := harness.ReferrersHandler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		isAPI := strings.Contains(r.URL.Path, "/referrers/")
+		if isAPI {
+			apiCalls.Add(1)
+		}
+		switch {
+		case isAPI && !gained.Load():
+			http.NotFound(w, r) // distribution 2.x
+			return
+		case gained.Load() && strings.Contains(r.URL.Path, "/manifests/sha256-"):
+			http.NotFound(w, r) // signed after the upgrade: no tag index
+			return
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	key := newKey(t, elliptic.P256())
+	v := keysVerifier(t, 1, "", key)
+	var imgs []name.Digest
+	for i := range 3 {
+		img := pushImage(t, fmt.Sprintf("%s/app%d", u.Host, i))
+		imgs = append(imgs, img)
+	}
+	attachKeyBundle(t, key, imgs[0], imgs[0], harness.SignPredicateType, nil)
+	attachKeyBundle(t, key, imgs[1], imgs[1], harness.SignPredicateType, nil)
+	attachKeyBundle(t, key, imgs[2], imgs[2], harness.SignPredicateType, nil)
+	apiCalls.Store(0)
+	for _, img := range imgs[:2] {
+		if _, err := v.Verify(context.Background(), subject(img)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := apiCalls.Load(); got != 1 {
+		t.Fatalf("two verifications asked the missing referrers API %d times, want 1", got)
+	}
+	gained.Store(true)
+	if _, err := v.Verify(context.Background(), subject(imgs[2])); err != nil {
+		t.Fatalf("after the registry gained a referrers API: %v", err)
+	}
+	if got := apiCalls.Load(); got != 2 {
+		t.Fatalf("referrers API asked %d times in all, want 2", got)
+	}
+}

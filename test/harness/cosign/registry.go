@@ -25,11 +25,15 @@ import (
 // itself and applies the filter. Returns host:port.
 func NewReferrersRegistry(t testing.TB) string {
 	t.Helper()
-	inner := registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0)))
-	srv := httptest.NewServer(referrersFix(inner))
+	srv := httptest.NewServer(ReferrersHandler())
 	t.Cleanup(srv.Close)
 	u, _ := url.Parse(srv.URL)
 	return u.Host
+}
+
+// ReferrersHandler is the handler of NewReferrersRegistry, to wrap.
+func ReferrersHandler() http.Handler {
+	return referrersFix(registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0))))
 }
 
 func referrersFix(inner http.Handler) http.Handler {
@@ -127,6 +131,12 @@ func StartCounter(upstream string) (*Counter, error) {
 	c := &Counter{paths: map[string]int64{}}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.ErrorLog = log.New(io.Discard, "", 0)
+	// Enough idle upstream connections for clients that send requests in
+	// parallel: the default two would make the proxy, not the client, open
+	// new connections, and penalise parallel clients in benchmarks.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	rp.Transport = tr
 	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.total.Add(1)
 		c.mu.Lock()
