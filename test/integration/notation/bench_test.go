@@ -55,6 +55,13 @@ func summarize(s []sample) summary {
 	return out
 }
 
+func reqRange(s summary) string {
+	if s.maxReqs == s.minReqs {
+		return fmt.Sprintf("%d", s.minReqs)
+	}
+	return fmt.Sprintf("%d–%d (mean %.1f)", s.minReqs, s.maxReqs, s.meanReqs)
+}
+
 // buildAnchor builds bench/notationanchor (its own module).
 func buildAnchor(t *testing.T) string {
 	t.Helper()
@@ -125,7 +132,7 @@ type benchRegistry struct {
 // the anchor's, side by side on the same registries in one run, in
 // interleaved slices. It asserts request counts (trustgate never sends more
 // than the anchor); times are reported, not asserted (the machine is
-// shared). TRUSTGATE_NOTATION_BENCH=FILE writes the Markdown section for
+// shared). TRUSTGATE_NOTATION_BENCH=FILE writes (or replaces) the section for
 // BENCHMARKS.md and TRUSTGATE_NOTATION_BENCH_N sets the samples per side
 // and registry (default 10).
 func TestColdVsAnchor(t *testing.T) {
@@ -158,6 +165,7 @@ func TestColdVsAnchor(t *testing.T) {
 	}
 
 	var report strings.Builder
+	var verdicts []string
 	fmt.Fprintf(&report, "| registry | who | n | p50 ms | p90 ms | mean ms | requests per verification | p50 ÷ anchor p50 |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, reg := range regs {
 		repo := reg.host + "/bench/app"
@@ -226,22 +234,87 @@ func TestColdVsAnchor(t *testing.T) {
 			{"trustgate, verifier running (webhook, image not seen before)", r},
 			{"trustgate, new verifier per verification (cold start)", s},
 		} {
-			reqs := fmt.Sprintf("%d", row.s.minReqs)
-			if row.s.maxReqs != row.s.minReqs {
-				reqs = fmt.Sprintf("%d–%d (mean %.1f)", row.s.minReqs, row.s.maxReqs, row.s.meanReqs)
-			}
-			fmt.Fprintf(&report, "| %s | %s | %d | %.2f | %.2f | %.2f | %s | %.2f× |\n", reg.name, row.who, row.s.n, row.s.p50, row.s.p90, row.s.mean, reqs, row.s.p50/a.p50)
+			fmt.Fprintf(&report, "| %s | %s | %d | %.2f | %.2f | %.2f | %s | %.2f× |\n", reg.name, row.who, row.s.n, row.s.p50, row.s.p90, row.s.mean, reqRange(row.s), row.s.p50/a.p50)
 		}
 		if r.maxReqs > a.minReqs || s.maxReqs > a.minReqs {
 			t.Errorf("%s: trustgate sent up to %d (running) / %d (cold start) requests, the anchor %d: want no more", reg.name, r.maxReqs, s.maxReqs, a.minReqs)
 		}
+		verdict := "met"
+		if r.p50 > 0.5*a.p50 {
+			verdict = "**missed**"
+		}
+		verdicts = append(verdicts, fmt.Sprintf("%s, verifier running: p50 %.2f ms vs %.2f ms = %.3f×, %s requests vs %d: %s", reg.name, r.p50, a.p50, r.p50/a.p50, reqRange(r), a.minReqs, verdict))
 		t.Logf("%s: anchor p50 %.2f ms (%d requests), trustgate running p50 %.2f ms = %.2f× (%d requests), cold start p50 %.2f ms = %.2f× (%d requests)",
 			reg.name, a.p50, a.minReqs, r.p50, r.p50/a.p50, r.maxReqs, s.p50, s.p50/a.p50, s.maxReqs)
 	}
 	t.Logf("\n%s", report.String())
 	if out := os.Getenv("TRUSTGATE_NOTATION_BENCH"); out != "" {
-		if err := os.WriteFile(out, []byte(report.String()), 0o644); err != nil {
+		if err := writeSection(out, n, slices, report.String(), verdicts); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+const (
+	sectionBegin = "<!-- notationbench:begin -->"
+	sectionEnd   = "<!-- notationbench:end -->"
+)
+
+// writeSection puts the comparison into file between its markers,
+// replacing an earlier one, or appends it.
+func writeSection(file string, n, slices int, table string, verdicts []string) error {
+	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	load, _ := os.ReadFile("/proc/loadavg")
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n## Notation: cold verification against the anchor (issue 12)\n\n", sectionBegin)
+	fmt.Fprintf(&b, "Written by `TRUSTGATE_NOTATION_BENCH=$PWD/BENCHMARKS.md go test -count=1 -run TestColdVsAnchor ./test/integration/notation/`\n")
+	fmt.Fprintf(&b, "(`TRUSTGATE_NOTATION_BENCH_N` samples per row, here %d); rerun it rather than editing. %s UTC, commit `%s`,\n", n, time.Now().UTC().Format("2006-01-02 15:04"), strings.TrimSpace(string(commit)))
+	fmt.Fprintf(&b, "%d CPUs, %s, load average at the end %s.\n\n", runtime.NumCPU(), runtime.Version(), strings.Join(strings.Fields(string(load))[:3], " "))
+	b.WriteString(`The **anchor** is notation-go v1.3.2's ` + "`notation.Verify`" + ` set up as ` + "`notation verify`" + ` does it (` + "`bench/notationanchor`" + `, its own
+module): a verifier from the configuration directory (` + "`verifier.NewFromConfig`" + `: trust policy and trust store
+files), a new oras remote repository with a fresh auth client, up to 100 signature attempts; it resolves the
+digest (HEAD) and lets oras probe the referrers API each time. **trustgate** is ` + "`internal/verify/notation`" + `:
+the same notation-go checks, its own fetching. Same trust policy (strict, one CA, one identity), same
+registries, one JWS signature per image, every image verified once by one side only (digest references).
+Both run on warm keep-alive connections (the anchor gets one untimed verification per process first); the
+two sides alternate in 10 slices. Requests are counted by each side's transport.
+
+- *verifier running*: the webhook's cold path, an image it has not seen, verifier instance already built
+  (it survives policy reloads). It has learned whether the registry speaks the referrers API, and holds the
+  pull token of the repository for the credential that earned it (the first verification in a repository
+  of a token registry pays the challenge and the token: the 5 in "3–5").
+- *new verifier per verification*: construction included (a restart, a changed policy block).
+
+`)
+	b.WriteString(table)
+	b.WriteString("\nTarget: p50 ≤ 0.5× the anchor's, and no more requests (asserted by the test, every row).\n\n")
+	for _, v := range verdicts {
+		b.WriteString("- " + v + "\n")
+	}
+	b.WriteString(`
+Why not lower: three dependent round trips are the floor of a cold Notation verification (list the
+signatures, fetch the signature manifest to learn the envelope's digest, fetch the envelope); the anchor
+makes four to six. Where the registry's own time per request dominates (Debian's docker-registry spends about
+3 ms serving a small blob on this machine) the ratio cannot fall below about 3/5. What trustgate adds on top
+of notation-go's cryptography was halved by reading the target descriptor from the signature manifest's
+subject (no second parse of the envelope), answering the scope check from a set (notation-go compiles a
+regular expression per lookup), and skipping the revocation validator's third chain validation when no
+certificate names an OCSP responder or CRL. The warm path does not reach the verifier at all (decisions are
+cached by the engine), so it is unchanged.
+`)
+	b.WriteString(sectionEnd + "\n")
+	old, err := os.ReadFile(file)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	doc := string(old)
+	if i, j := strings.Index(doc, sectionBegin), strings.Index(doc, sectionEnd); i >= 0 && j > i {
+		doc = doc[:i] + b.String() + strings.TrimPrefix(doc[j+len(sectionEnd):], "\n")
+	} else {
+		if doc != "" && !strings.HasSuffix(doc, "\n\n") {
+			doc += "\n"
+		}
+		doc += b.String()
+	}
+	return os.WriteFile(file, []byte(doc), 0o644)
 }
