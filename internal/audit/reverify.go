@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/trustgate-dev/trustgate/internal/engine"
+	"github.com/trustgate-dev/trustgate/internal/policy"
 	"github.com/trustgate-dev/trustgate/internal/workload"
 )
 
@@ -28,7 +29,12 @@ type EventSink func(ctx context.Context, namespace, name, uid, reason, message s
 // restarting, which an admission controller alone never sees. It never
 // evicts anything; it reports.
 type Reverifier struct {
-	Engine   *engine.Engine
+	// Engine judges; it should be the re-verifier's own (its own cache,
+	// no admission metrics), following Policy.
+	Engine *engine.Engine
+	// Policy, when set, is the policy in force; each pass starts by putting
+	// it into Engine, so re-verification follows reloads.
+	Policy   func() *policy.Policy
 	Walk     Walker
 	Events   EventSink // optional
 	Interval time.Duration
@@ -110,6 +116,11 @@ type PassResult struct {
 func (r *Reverifier) Pass(ctx context.Context) (PassResult, error) {
 	r.init()
 	var res PassResult
+	if r.Policy != nil {
+		if p := r.Policy(); p != nil && p != r.Engine.Policy() {
+			r.Engine.SetPolicy(p)
+		}
+	}
 	a := &Auditor{Judges: []Judge{{Name: "current", Engine: r.Engine}}}
 	var pods []*workload.Object
 	uidOf := map[*workload.Object]string{}

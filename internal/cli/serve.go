@@ -20,17 +20,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/trustgate-dev/trustgate/internal/admission"
+	"github.com/trustgate-dev/trustgate/internal/audit"
 	"github.com/trustgate-dev/trustgate/internal/certs"
 	"github.com/trustgate-dev/trustgate/internal/certwatch"
 	"github.com/trustgate-dev/trustgate/internal/engine"
+	"github.com/trustgate-dev/trustgate/internal/inventory"
 	"github.com/trustgate-dev/trustgate/internal/metrics"
 	"github.com/trustgate-dev/trustgate/internal/policy"
 	"github.com/trustgate-dev/trustgate/internal/pullsecrets"
 	"github.com/trustgate-dev/trustgate/internal/resolve"
 	"github.com/trustgate-dev/trustgate/internal/server"
 	"github.com/trustgate-dev/trustgate/internal/verify"
+	"github.com/trustgate-dev/trustgate/internal/workload"
 )
 
 type serveOptions struct {
@@ -46,6 +50,7 @@ type serveOptions struct {
 	logLevel     string
 	pullSecrets  bool
 	kubeconfig   string
+	reverify     time.Duration
 }
 
 func newServeCmd() *cobra.Command {
@@ -75,7 +80,8 @@ drains in-flight requests before exit.`,
 	f.DurationVar(&o.reloadPeriod, "reload-period", 2*time.Second, "how often the policy file and the files it names are checked for changes")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&o.pullSecrets, "pull-secrets", false, "resolve digests for pinning with the pod's imagePullSecrets, read from the Kubernetes API (needs RBAC: deploy/components/image-pull-secrets)")
-	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --pull-secrets when not running in a cluster")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --pull-secrets and --reverify-interval when not running in a cluster")
+	f.DurationVar(&o.reverify, "reverify-interval", 0, "re-judge the images of running pods this often, export gauges and record Events on pods that no longer verify (0: off; needs RBAC: deploy/components/reverify)")
 	return cmd
 }
 
@@ -101,16 +107,24 @@ func runServe(cmd *cobra.Command, o serveOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.reverify < 0 {
+		return usageErr("--reverify-interval: must not be negative")
+	}
 	var ropts []resolve.Option
-	if o.pullSecrets {
-		client, err := pullsecrets.NewClient(o.kubeconfig)
-		if err != nil {
-			return usageErr("--pull-secrets: %v", err)
+	var client kubernetes.Interface
+	if o.pullSecrets || o.reverify > 0 {
+		if client, err = pullsecrets.NewClient(o.kubeconfig); err != nil {
+			return usageErr("--pull-secrets/--reverify-interval: %v", err)
 		}
+	}
+	if o.pullSecrets {
 		ropts = append(ropts, resolve.WithPodKeychain(pullsecrets.Keychain(client)))
 	}
 	eng := newEngine(p, m, ropts...)
 	log.Info("policy loaded", "path", o.policyPath, "generation", p.Generation, "rules", len(p.Rules), "mode", p.Mode)
+	for _, w := range policyWarnings(p) {
+		log.Warn("policy warning", "path", o.policyPath, "warning", w)
+	}
 
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -129,6 +143,22 @@ func runServe(cmd *cobra.Command, o serveOptions) error {
 		return usageErr("%v", err)
 	}
 	go watchPolicy(ctx, o.policyPath, o.reloadPeriod, loader, eng, m, log)
+	if o.reverify > 0 {
+		// Its own engine: its own cache (each pass re-verifies what expired)
+		// and no admission metrics, following the policy in force.
+		rv := &audit.Reverifier{
+			Engine:   newEngine(p, nil, ropts...),
+			Policy:   eng.Policy,
+			Walk:     runningPods(client),
+			Events:   inventory.EventRecorder(client, "trustgate"),
+			Interval: o.reverify,
+			Logger:   log,
+		}
+		if err := rv.Register(reg); err != nil {
+			return usageErr("%v", err)
+		}
+		go rv.Run(ctx)
+	}
 
 	srv, err := server.New(server.Options{
 		Addr:           o.addr,
@@ -275,4 +305,13 @@ func formatState(sums map[string]string) string {
 		fmt.Fprintf(&b, "%q %s\n", p, sums[p])
 	}
 	return b.String()
+}
+
+// runningPods walks the cluster's pods for re-verification.
+func runningPods(client kubernetes.Interface) audit.Walker {
+	l := &inventory.Lister{Client: client, Kinds: inventory.Kinds[:1]}
+	return func(ctx context.Context, fn func([]*workload.Object, []string) error) error {
+		_, err := l.Walk(ctx, func(pg inventory.Page) error { return fn(pg.Objects, pg.UIDs) })
+		return err
+	}
 }

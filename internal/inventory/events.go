@@ -11,14 +11,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// PodRef names a pod an Event is about.
-type PodRef struct {
-	Namespace, Name, UID string
-}
-
 // EventRecorder creates Warning Events on pods, as component.
-func EventRecorder(client kubernetes.Interface, component string) func(ctx context.Context, pod PodRef, reason, message string) error {
-	return func(ctx context.Context, pod PodRef, reason, message string) error {
+func EventRecorder(client kubernetes.Interface, component string) func(ctx context.Context, namespace, name, uid, reason, message string) error {
+	return func(ctx context.Context, namespace, name, uid, reason, message string) error {
+		pod := struct{ Namespace, Name, UID string }{namespace, name, uid}
 		now := metav1.NewTime(time.Now())
 		ev := &corev1.Event{
 			ObjectMeta: metav1.ObjectMeta{GenerateName: pod.Name + ".", Namespace: pod.Namespace},
