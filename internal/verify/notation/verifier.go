@@ -171,6 +171,7 @@ func (v *Verifier) Verify(ctx context.Context, s verify.Subject) (*verify.Result
 		if errors.Is(err, verify.ErrUnavailable) {
 			unavailable = true
 		}
+		v.logger.Debug("notation signature not accepted", "verifier", v.name, "image", artifactRef, "signature", desc.Digest.String(), "err", err)
 		failures = append(failures, err)
 		if ctx.Err() != nil {
 			break

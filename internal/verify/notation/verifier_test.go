@@ -463,3 +463,40 @@ func TestRegistryScopes(t *testing.T) {
 		t.Fatalf("in scope: %v", err)
 	}
 }
+
+// Signature manifests without a subject (tag index only, as registries
+// without OCI 1.1 manifests hold them): the target comes from the signed
+// payload, and a replayed envelope is still refused.
+func TestSignatureWithoutSubject(t *testing.T) {
+	p := testPKI(t)
+	ctx := context.Background()
+	src := harness.NewReferrersRegistry(t)
+	srcRepo, a := image(t, src.Host(), "ns/src")
+	sign(t, p.leaf, srcRepo, a, harness.SignOptions{MediaType: harness.COSE})
+	env, envDesc, err := harness.Envelope(ctx, srcRepo, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	reg := harness.NewTagSchemaRegistry(t)
+	repo := reg.Host() + "/ns/app"
+	// The same image content in the second registry: the same digest a.
+	img, err := harness.PushRandomImage(ctx, repo, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.Copy(ctx, srcRepo+"@"+a, repo+":v1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{a, img} {
+		if err := harness.AttachWithoutSubject(ctx, repo, d, envDesc.MediaType, env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v := newVerifier(t, strictConfig(p))
+	if _, err := v.Verify(ctx, subject(t, repo, a)); err != nil {
+		t.Fatalf("signature without subject: %v", err)
+	}
+	_, err = v.Verify(ctx, subject(t, repo, img))
+	wantErr(t, err, verify.ErrUntrusted, "signs "+a+", not "+img)
+}

@@ -1,9 +1,13 @@
 package notation
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -14,7 +18,10 @@ import (
 	nregistry "github.com/notaryproject/notation-go/registry"
 	"github.com/notaryproject/notation-go/signer"
 	"github.com/notaryproject/tspclient-go"
+	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
 	orasremote "oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 )
@@ -168,4 +175,73 @@ func PushRandomImage(ctx context.Context, repo, tag string, opts ...remote.Optio
 		return "", err
 	}
 	return d.String(), nil
+}
+
+// AttachWithoutSubject stores an envelope as a signature of repo@digest the
+// way registries without OCI 1.1 manifests held them: a signature manifest
+// with no subject field, listed in the sha256-<hex> tag index. Verifiers
+// must then take the target from the signed payload itself.
+func AttachWithoutSubject(ctx context.Context, repo, digest, mediaType string, envelope []byte) error {
+	r, err := Repository(repo, true)
+	if err != nil {
+		return err
+	}
+	push := func(mt string, b []byte) (ocispec.Descriptor, error) {
+		d := content.NewDescriptorFromBytes(mt, b)
+		if err := r.Push(ctx, d, bytes.NewReader(b)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+			return ocispec.Descriptor{}, fmt.Errorf("push %s: %w", mt, err)
+		}
+		return d, nil
+	}
+	layer, err := push(mediaType, envelope)
+	if err != nil {
+		return err
+	}
+	cfg, err := push(ocispec.MediaTypeEmptyJSON, []byte("{}"))
+	if err != nil {
+		return err
+	}
+	m, _ := json.Marshal(ocispec.Manifest{
+		Versioned:    specs.Versioned{SchemaVersion: 2},
+		MediaType:    ocispec.MediaTypeImageManifest,
+		ArtifactType: nregistry.ArtifactTypeNotation,
+		Config:       cfg,
+		Layers:       []ocispec.Descriptor{layer},
+	})
+	md, err := push(ocispec.MediaTypeImageManifest, m)
+	if err != nil {
+		return err
+	}
+	md.ArtifactType = nregistry.ArtifactTypeNotation
+	idx, _ := json.Marshal(ocispec.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: []ocispec.Descriptor{md},
+	})
+	id, err := push(ocispec.MediaTypeImageIndex, idx)
+	if err != nil {
+		return err
+	}
+	return r.Tag(ctx, id, strings.Replace(digest, ":", "-", 1))
+}
+
+// Copy copies an image between repositories (plain HTTP on 127.0.0.1).
+func Copy(ctx context.Context, from, to string) error {
+	src, err := name.ParseReference(from, name.StrictValidation)
+	if err != nil {
+		return err
+	}
+	dst, err := name.ParseReference(to, name.StrictValidation)
+	if err != nil {
+		return err
+	}
+	desc, err := remote.Get(src, remote.WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	img, err := desc.Image()
+	if err != nil {
+		return err
+	}
+	return remote.Write(dst, img, remote.WithContext(ctx))
 }
