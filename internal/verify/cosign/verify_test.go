@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -259,6 +260,18 @@ func TestKeyless(t *testing.T) {
 		}, wantErr: true},
 		{name: "expired cert, RFC 3161 time is now", opts: harness.KeylessOptions{NotBefore: expired}, wantErr: true},
 		{name: "attestation only", opts: harness.KeylessOptions{PredicateType: "https://slsa.dev/provenance/v1"}, wantErr: true},
+		{name: "github claim matches", opts: harness.KeylessOptions{GitHubWorkflowRepository: "myorg/app"}, cfg: func(c *Config) {
+			c.Keyless.Identities = []Identity{{Issuer: iss, Subject: sub, GitHub: &GitHubClaims{WorkflowRepository: "myorg/app"}}}
+		}},
+		{name: "github claim of another repository", opts: harness.KeylessOptions{GitHubWorkflowRepository: "evil/app"}, cfg: func(c *Config) {
+			c.Keyless.Identities = []Identity{{Issuer: iss, Subject: sub, GitHub: &GitHubClaims{WorkflowRepository: "myorg/app"}}}
+		}, wantErr: true},
+		{name: "github claim missing", opts: harness.KeylessOptions{}, cfg: func(c *Config) {
+			c.Keyless.Identities = []Identity{{Issuer: iss, Subject: sub, GitHub: &GitHubClaims{WorkflowRepository: "myorg/app"}}}
+		}, wantErr: true},
+		{name: "second identity matches", opts: harness.KeylessOptions{Subject: "ci@example.com"}, cfg: func(c *Config) {
+			c.Keyless.Identities = []Identity{{Issuer: iss, Subject: sub}, {Issuer: iss, Subject: "ci@example.com"}}
+		}},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -309,7 +322,7 @@ func TestKeyless(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
-			if want := o.Subject + " (" + iss + ")"; len(res.Signers) != 1 || res.Signers[0] != want {
+			if want := o.Subject + " (" + o.Issuer + ")"; len(res.Signers) != 1 || res.Signers[0] != want {
 				t.Fatalf("Signers = %v, want [%s]", res.Signers, want)
 			}
 		})
@@ -524,4 +537,61 @@ func TestReferrersMemory(t *testing.T) {
 	if got := apiCalls.Load(); got != 2 {
 		t.Fatalf("referrers API asked %d times in all, want 2", got)
 	}
+}
+
+// TestKeychain: signatures are read with the subject's credentials (the
+// pod's pull secrets in serve); without them a private registry is
+// "unavailable", never "unsigned".
+func TestKeychain(t *testing.T) {
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "puller" || p != "s3cret" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="private"`)
+			http.Error(w, "credentials required", http.StatusUnauthorized)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	creds := staticKeychain{authn.FromConfig(authn.AuthConfig{Username: "puller", Password: "s3cret"})}
+	key := newKey(t, elliptic.P256())
+	img := pushImageAuth(t, u.Host+"/private/app", creds)
+	b, err := harness.KeyBundle(key, img, harness.SignPredicateType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.AttachBundle(context.Background(), img, nil, b, harness.SignPredicateType, remote.WithAuthFromKeychain(creds)); err != nil {
+		t.Fatal(err)
+	}
+	v := keysVerifier(t, 1, "", key)
+	s := subject(img)
+	if _, err := v.Verify(context.Background(), s); !errors.Is(err, verify.ErrUnavailable) {
+		t.Fatalf("without credentials: %v, want unavailable", err)
+	}
+	s.Keychain = creds
+	if _, err := v.Verify(context.Background(), s); err != nil {
+		t.Fatalf("with the subject's credentials: %v", err)
+	}
+}
+
+type staticKeychain struct{ a authn.Authenticator }
+
+func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) { return k.a, nil }
+
+func pushImageAuth(t testing.TB, repo string, kc authn.Keychain) name.Digest {
+	t.Helper()
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := name.NewTag(repo + ":v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tag, img, remote.WithAuthFromKeychain(kc)); err != nil {
+		t.Fatal(err)
+	}
+	h, _ := img.Digest()
+	return tag.Context().Digest(h.String())
 }

@@ -213,6 +213,9 @@ type KeylessOptions struct {
 	NoTlog, NoTimestamp bool
 	// PredicateType of the bundle statement; default SignPredicateType.
 	PredicateType string
+	// GitHubWorkflowRepository, when set, is recorded as Fulcio's GitHub
+	// workflow repository claim (OID 1.3.6.1.4.1.57264.1.5).
+	GitHubWorkflowRepository string
 }
 
 func (s *Sigstore) leaf(o KeylessOptions) (*x509.Certificate, *ecdsa.PrivateKey, error) {
@@ -235,6 +238,11 @@ func (s *Sigstore) leaf(o KeylessOptions) (*x509.Certificate, *ecdsa.PrivateKey,
 			// Fulcio's OIDC issuer extension (v1, raw string).
 			Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 57264, 1, 1}, Value: []byte(o.Issuer),
 		}},
+	}
+	if o.GitHubWorkflowRepository != "" {
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{
+			Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 57264, 1, 5}, Value: []byte(o.GitHubWorkflowRepository),
+		})
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.fulcio.Intermediates[0], key.Public(), s.interKey)
 	if err != nil {
