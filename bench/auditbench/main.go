@@ -41,6 +41,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,6 +77,7 @@ type options struct {
 	command, work     string
 	keep              bool
 	maxRSSMiB         float64
+	memProfile        string
 }
 
 const (
@@ -101,6 +103,7 @@ func main() {
 	flag.StringVar(&o.work, "work", "", "working directory (default: a new temp dir, removed unless --keep)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory")
 	flag.Float64Var(&o.maxRSSMiB, "max-rss-mib", 150, "fail when the audit's peak RSS exceeds this")
+	flag.StringVar(&o.memProfile, "memprofile", "", "write a heap profile (allocations included) of the in-process audit here")
 	flag.Parse()
 	if o.command == "" {
 		o.command = "go run ./bench/auditbench " + strings.Join(os.Args[1:], " ")
@@ -129,6 +132,7 @@ type Result struct {
 	SignSeconds, CreateSeconds         float64
 	CreatePodsPerSecond                float64
 	Binary                             BinaryRun
+	Scaling                            []ScalingRun
 	InProcess                          InProcessRun
 	Problems                           []string
 }
@@ -147,6 +151,13 @@ type BinaryRun struct {
 	ByFile         map[string]int64 `json:"byFile"` // root.json → requests over every repository
 	MaxPerPath     int64            `json:"maxPerPath"`
 	OutputBytes    int              `json:"outputBytes"`
+}
+
+// ScalingRun is the binary over part of the cluster, or another format.
+type ScalingRun struct {
+	Format     string `json:"format"`
+	Namespaces int    `json:"namespaces"` // 0: all
+	BinaryRun
 }
 
 // InProcessRun is the same audit with counted verifier calls.
@@ -248,12 +259,30 @@ func run(ctx context.Context, o options) (*Result, error) {
 		return nil, err
 	}
 
-	counter.Reset()
-	if err := runBinary(ctx, o, cluster.Kubeconfig, pol, counter, res); err != nil {
+	if res.Binary, err = runBinary(ctx, o, cluster.Kubeconfig, pol, "json", nil, counter); err != nil {
 		return nil, err
 	}
 	logf("trustgate audit: %d objects, %d pages, %.2fs, peak RSS %.1f MiB, %d notary requests",
 		res.Binary.Objects, res.Binary.Pages, res.Binary.WallSeconds, res.Binary.MaxRSSMiB, res.Binary.NotaryRequests)
+	// How memory grows with the cluster: the same audit over a tenth and
+	// half of the namespaces, and over all of them with the default table.
+	for _, run := range []struct {
+		format string
+		share  int // namespaces, in percent
+	}{{"json", 10}, {"json", 50}, {"table", 100}} {
+		var nss []string
+		if run.share < 100 {
+			for n := range max(1, o.namespaces*run.share/100) {
+				nss = append(nss, nsName(n))
+			}
+		}
+		b, err := runBinary(ctx, o, cluster.Kubeconfig, pol, run.format, nss, counter)
+		if err != nil {
+			return nil, err
+		}
+		res.Scaling = append(res.Scaling, ScalingRun{Format: run.format, Namespaces: len(nss), BinaryRun: b})
+		logf("trustgate audit -o %s over %d%% of the namespaces: %d objects, %.2fs, peak RSS %.1f MiB", run.format, run.share, b.Objects, b.WallSeconds, b.MaxRSSMiB)
+	}
 
 	counter.Reset()
 	if err := runInProcess(ctx, o, client, pol, counter, res); err != nil {
@@ -322,7 +351,7 @@ func createPods(ctx context.Context, o options, client kubernetes.Interface, ima
 	g.SetLimit(o.createWorkers)
 	for n := range o.namespaces {
 		g.Go(func() error {
-			ns := fmt.Sprintf("audit-%03d", n)
+			ns := nsName(n)
 			if _, err := client.CoreV1().Namespaces().Create(gctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 				return fmt.Errorf("create namespace %s: %w", ns, err)
 			}
@@ -351,7 +380,7 @@ func createPods(ctx context.Context, o options, client kubernetes.Interface, ima
 	var done atomic.Int64
 	for i := range o.pods {
 		g.Go(func() error {
-			ns := fmt.Sprintf("audit-%03d", i%o.namespaces)
+			ns := nsName(i % o.namespaces)
 			p := &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pod-%05d", i), Namespace: ns, Labels: map[string]string{"app": "auditbench"}},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{
@@ -369,6 +398,8 @@ func createPods(ctx context.Context, o options, client kubernetes.Interface, ima
 	}
 	return g.Wait()
 }
+
+func nsName(n int) string { return fmt.Sprintf("audit-%03d", n) }
 
 func writePolicy(path, server, caFile string, roots []string) error {
 	var b strings.Builder
@@ -397,9 +428,16 @@ verifiers:
 
 var summaryLine = regexp.MustCompile(`audit: (\d+) objects in (\d+) API pages`)
 
-func runBinary(ctx context.Context, o options, kubeconfig, pol string, counter *dct.RequestCounter, res *Result) error {
-	cmd := exec.CommandContext(ctx, o.trustgate, "audit", "--kubeconfig", kubeconfig, "--policy", pol,
-		"-o", "json", "--page-size", strconv.Itoa(o.pageSize))
+// runBinary runs `trustgate audit` over namespaces (nil: all) with output
+// format, from a cold start (a new process: nothing cached).
+func runBinary(ctx context.Context, o options, kubeconfig, pol, format string, namespaces []string, counter *dct.RequestCounter) (BinaryRun, error) {
+	var b BinaryRun
+	counter.Reset()
+	args := []string{"audit", "--kubeconfig", kubeconfig, "--policy", pol, "-o", format, "--page-size", strconv.Itoa(o.pageSize)}
+	for _, ns := range namespaces {
+		args = append(args, "-n", ns)
+	}
+	cmd := exec.CommandContext(ctx, o.trustgate, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	// An empty environment but for what Go and client-go need: no
@@ -407,47 +445,49 @@ func runBinary(ctx context.Context, o options, kubeconfig, pol string, counter *
 	cmd.Env = []string{"HOME=" + os.Getenv("HOME"), "PATH=" + os.Getenv("PATH")}
 	t0 := time.Now()
 	err := cmd.Run()
-	b := &res.Binary
 	b.WallSeconds = time.Since(t0).Seconds()
 	var ee *exec.ExitError
 	switch {
 	case errors.As(err, &ee):
 		b.ExitCode = ee.ExitCode()
 	case err != nil:
-		return fmt.Errorf("trustgate audit: %w", err)
+		return b, fmt.Errorf("trustgate audit: %w", err)
 	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		b.MaxRSSMiB = float64(ru.Maxrss) / 1024 // KiB on Linux
 	}
 	b.CPUSeconds = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 	if b.ExitCode > 1 {
-		return fmt.Errorf("trustgate audit: exit %d:\n%s", b.ExitCode, stderr.String())
+		return b, fmt.Errorf("trustgate audit: exit %d:\n%s", b.ExitCode, stderr.String())
 	}
 	m := summaryLine.FindStringSubmatch(stderr.String())
 	if m == nil {
-		return fmt.Errorf("trustgate audit: no summary line in stderr:\n%s", stderr.String())
+		return b, fmt.Errorf("trustgate audit: no summary line in stderr:\n%s", stderr.String())
 	}
 	b.Objects, _ = strconv.Atoi(m[1])
 	b.Pages, _ = strconv.Atoi(m[2])
 	b.OutputBytes = stdout.Len()
-	var out struct {
-		Rows    []json.RawMessage `json:"rows"`
-		Summary []audit.Summary   `json:"summary"`
-	}
-	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
-		return fmt.Errorf("trustgate audit -o json: %w", err)
-	}
-	if len(out.Summary) != 1 {
-		return fmt.Errorf("trustgate audit: %d summaries, want 1", len(out.Summary))
-	}
-	b.Rows, b.Summary = len(out.Rows), out.Summary[0]
 	b.NotaryRequests = counter.Count()
 	b.ByFile = map[string]int64{}
 	for path, n := range counter.Paths() {
 		b.ByFile[filepath.Base(path)] += n
 		b.MaxPerPath = max(b.MaxPerPath, n)
 	}
-	return nil
+	if format != "json" {
+		return b, nil
+	}
+	var out struct {
+		Rows    []json.RawMessage `json:"rows"`
+		Summary []audit.Summary   `json:"summary"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+		return b, fmt.Errorf("trustgate audit -o json: %w", err)
+	}
+	if len(out.Summary) != 1 {
+		return b, fmt.Errorf("trustgate audit: %d summaries, want 1", len(out.Summary))
+	}
+	b.Rows, b.Summary = len(out.Rows), out.Summary[0]
+	return b, nil
 }
 
 // countedVerifier counts calls to a verifier: each is one verification of
@@ -490,21 +530,34 @@ func runInProcess(ctx context.Context, o options, client kubernetes.Interface, p
 	if err != nil {
 		return err
 	}
+	runtime.MemProfileRate = 64 << 10
 	// The same settings as the command's defaults.
 	a := &audit.Auditor{Judges: []audit.Judge{{Name: "current", Engine: engine.New(p)}}, Concurrency: 8}
 	l := &inventory.Lister{Client: client, PageSize: int64(o.pageSize)}
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
 	t0 := time.Now()
 	st, err := l.Walk(ctx, func(pg inventory.Page) error { return a.Add(ctx, pg.Objects) })
 	if err != nil {
 		return err
 	}
 	rows, sums := a.Result()
+	if o.memProfile != "" {
+		f, err := os.Create(o.memProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			return err
+		}
+	}
 	ip := &res.InProcess
 	ip.WallSeconds = time.Since(t0).Seconds()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	ip.HeapInUseMiB = float64(ms.HeapInuse) / (1 << 20)
-	ip.TotalAllocMiB = float64(ms.TotalAlloc) / (1 << 20)
+	ip.TotalAllocMiB = float64(ms.TotalAlloc-before.TotalAlloc) / (1 << 20)
 	ip.VerifierCalls, ip.DistinctPairs = calls.Load(), len(pairs)
 	ip.Pages, ip.Objects = st.Pages, st.Objects
 	ip.NotaryRequests = counter.Count()
@@ -567,9 +620,21 @@ func report(o options, res *Result) string {
 	fmt.Fprintf(&w, "| rows / distinct images / denied / unavailable | %d / %d / %d / %d (exit code %d) |\n", b.Rows, b.Summary.Images, b.Summary.DeniedObjects, b.Summary.UnavailableObjects, b.ExitCode)
 	fmt.Fprintf(&w, "| requests to the notary server | %d: %s; at most %d per path |\n", b.NotaryRequests, byFile(b.ByFile), b.MaxPerPath)
 	fmt.Fprintf(&w, "| verifier calls (same audit in process, calls counted) | **%d** for %d distinct (image, verifier) pairs |\n", ip.VerifierCalls, ip.DistinctPairs)
-	fmt.Fprintf(&w, "| in-process audit: wall time, heap in use after, allocated | %.2f s, %.1f MiB, %.0f MiB |\n", ip.WallSeconds, ip.HeapInUseMiB, ip.TotalAllocMiB)
+	fmt.Fprintf(&w, "| in-process audit: wall time; heap in use after; allocated during it (the counting proxy, in the same process, included) | %.2f s; %.1f MiB; %.0f MiB |\n", ip.WallSeconds, ip.HeapInUseMiB, ip.TotalAllocMiB)
 	fmt.Fprintf(&w, "| JSON output | %.1f MiB |\n", float64(b.OutputBytes)/(1<<20))
 	fmt.Fprintf(&w, "| setup: signing, storing the pods | %.1f s; %.1f s (%.0f pods/s) |\n\n", res.SignSeconds, res.CreateSeconds, res.CreatePodsPerSecond)
+	fmt.Fprintf(&w, "Peak RSS against cluster size (the same binary, a new process each time; `-n` selects namespaces):\n\n")
+	fmt.Fprintf(&w, "| output | namespaces | objects | API pages | wall s | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|\n")
+	all := append([]ScalingRun{{Format: "json", BinaryRun: b}}, res.Scaling...)
+	slices.SortStableFunc(all, func(x, y ScalingRun) int { return x.Objects - y.Objects })
+	for _, r := range all {
+		ns := strconv.Itoa(r.Namespaces)
+		if r.Namespaces == 0 {
+			ns = "all " + strconv.Itoa(res.Namespaces)
+		}
+		fmt.Fprintf(&w, "| %s | %s | %d | %d | %.2f | %.1f |\n", r.Format, ns, r.Objects, r.Pages, r.WallSeconds, r.MaxRSSMiB)
+	}
+	fmt.Fprintln(&w)
 	if len(res.Problems) == 0 {
 		fmt.Fprintf(&w, "Checks passed: every pod listed and admitted; each repository's `root.json` fetched exactly once (one cold\n")
 		fmt.Fprintf(&w, "verification per repository, no repeat for the other %d pods); verifier calls equal the distinct pairs; the\n", res.Pods-res.Images)

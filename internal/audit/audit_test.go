@@ -432,9 +432,32 @@ func TestWrite(t *testing.T) {
 				t.Errorf("row %d: got %+v, want %+v", i, g, w)
 			}
 		}
-		var empty bytes.Buffer
-		if err := Write(&empty, "json", nil, nil); err != nil || !strings.Contains(empty.String(), `"rows": []`) {
-			t.Errorf("no rows: %v %s", err, empty.String())
+		// Written row by row, the document is byte for byte what encoding
+		// the whole at once gives.
+		for _, tc := range []struct {
+			name string
+			rows []Row
+			sums []Summary
+		}{{"mix", rows, sums}, {"one row", rows[:1], sums[:1]}, {"no rows", nil, sums}, {"nothing", nil, nil}} {
+			var streamed, whole bytes.Buffer
+			if err := Write(&streamed, "json", tc.rows, tc.sums); err != nil {
+				t.Fatal(err)
+			}
+			enc := json.NewEncoder(&whole)
+			enc.SetIndent("", "  ")
+			all := tc.rows
+			if all == nil {
+				all = []Row{}
+			}
+			if err := enc.Encode(struct {
+				Rows    []Row     `json:"rows"`
+				Summary []Summary `json:"summary"`
+			}{all, tc.sums}); err != nil {
+				t.Fatal(err)
+			}
+			if streamed.String() != whole.String() {
+				t.Errorf("%s: streamed JSON differs from the encoder's:\n%s\nwant:\n%s", tc.name, streamed.String(), whole.String())
+			}
 		}
 	})
 	t.Run("csv", func(t *testing.T) {

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bufio"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -15,20 +16,46 @@ func Write(w io.Writer, format string, rows []Row, sums []Summary) error {
 	case "", "table":
 		return writeTable(w, rows, sums)
 	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if rows == nil {
-			rows = []Row{}
-		}
-		return enc.Encode(struct {
-			Rows    []Row     `json:"rows"`
-			Summary []Summary `json:"summary"`
-		}{rows, sums})
+		return writeJSON(w, rows, sums)
 	case "csv":
 		return writeCSV(w, rows)
 	default:
 		return fmt.Errorf("output format %q is not one of table, json, csv", format)
 	}
+}
+
+// writeJSON writes {"rows": [...], "summary": [...]} indented by two
+// spaces, as json.Encoder with SetIndent("", "  ") would, but one row at a
+// time: encoding the whole document first would hold a second copy of a
+// large cluster's audit (about 600 bytes a row) in memory.
+func writeJSON(w io.Writer, rows []Row, sums []Summary) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	if len(rows) == 0 {
+		bw.WriteString("{\n  \"rows\": [],\n")
+	} else {
+		bw.WriteString("{\n  \"rows\": [\n")
+		for i, r := range rows {
+			b, err := json.MarshalIndent(r, "    ", "  ")
+			if err != nil {
+				return fmt.Errorf("encode row %s/%s %s: %w", r.Namespace, r.Name, r.Image, err)
+			}
+			bw.WriteString("    ")
+			bw.Write(b)
+			if i < len(rows)-1 {
+				bw.WriteByte(',')
+			}
+			bw.WriteByte('\n')
+		}
+		bw.WriteString("  ],\n")
+	}
+	b, err := json.MarshalIndent(sums, "  ", "  ")
+	if err != nil {
+		return fmt.Errorf("encode summary: %w", err)
+	}
+	bw.WriteString("  \"summary\": ")
+	bw.Write(b)
+	bw.WriteString("\n}\n")
+	return bw.Flush()
 }
 
 func writeTable(w io.Writer, rows []Row, sums []Summary) error {
