@@ -74,9 +74,7 @@ func runAudit(cmd *cobra.Command, o auditOptions) error {
 		if err != nil {
 			return err
 		}
-		for _, w := range policyWarnings(p) {
-			fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s: %s\n", path, w)
-		}
+		warnPolicy(cmd.ErrOrStderr(), path, p)
 		name := "current"
 		if i > 0 {
 			name = filepath.Base(path)
@@ -143,6 +141,13 @@ func (p *progress) done(st inventory.Stats) {
 		fmt.Fprint(p.w, "\r\033[K")
 	}
 	fmt.Fprintf(p.w, "audit: %d objects in %d API pages, %s\n", st.Objects, st.Pages, time.Since(p.start).Round(time.Millisecond))
+}
+
+// warnPolicy prints what the policy's verifiers warn about, one line each.
+func warnPolicy(w io.Writer, path string, p *policy.Policy) {
+	for _, s := range policyWarnings(p) {
+		fmt.Fprintf(w, "warning: %s: %s\n", path, s)
+	}
 }
 
 // policyWarnings collects what the policy's verifiers warn about at load

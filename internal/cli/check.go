@@ -37,6 +37,7 @@ pinned to its digest instead (for pipelines that commit digests: the GitOps path
 			if err != nil {
 				return err
 			}
+			warnPolicy(cmd.ErrOrStderr(), o.policyPath, p)
 			in, closeIn, err := openInput(cmd, file)
 			if err != nil {
 				return err

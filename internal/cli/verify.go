@@ -51,6 +51,7 @@ Exit code 0 when every image is admitted, 1 when one is denied (in enforce mode)
 			if err != nil {
 				return err
 			}
+			warnPolicy(cmd.ErrOrStderr(), o.policyPath, p)
 			e := newEngine(p, nil)
 			ctx, cancel := context.WithTimeout(cmd.Context(), p.Settings.Deadline)
 			defer cancel()
