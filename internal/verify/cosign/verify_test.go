@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -109,6 +111,14 @@ func TestKeys(t *testing.T) {
 	regs := map[string]string{"referrers API": harness.NewReferrersRegistry(t), "tag schema": plainRegistry(t)}
 	keyA, keyB := newKey(t, elliptic.P256()), newKey(t, elliptic.P256())
 	keyP384 := newKey(t, elliptic.P384())
+	_, keyEd, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyRSA, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for regName, host := range regs {
 		other := pushImage(t, host+"/other")
 		cases := []struct {
@@ -128,6 +138,16 @@ func TestKeys(t *testing.T) {
 			{name: "P-384 key", sign: func(t *testing.T, img name.Digest) {
 				attachKeyBundle(t, keyP384, img, img, harness.SignPredicateType, nil)
 			}, verifier: keysVerifier(t, 1, "", keyP384), signers: 1},
+			{name: "Ed25519 key, both formats", sign: func(t *testing.T, img name.Digest) {
+				attachKeyBundle(t, keyEd, img, img, harness.SignPredicateType, nil)
+				attachKeyLegacy(t, keyRSA, img, img)
+			}, verifier: keysVerifier(t, 2, "", keyEd, keyRSA), signers: 2},
+			{name: "RSA key, legacy", sign: func(t *testing.T, img name.Digest) {
+				attachKeyLegacy(t, keyRSA, img, img)
+			}, verifier: keysVerifier(t, 1, "", keyRSA), signers: 1},
+			{name: "Ed25519 key, legacy", sign: func(t *testing.T, img name.Digest) {
+				attachKeyLegacy(t, keyEd, img, img)
+			}, verifier: keysVerifier(t, 1, "", keyEd), signers: 1},
 			{name: "unsigned", sign: func(*testing.T, name.Digest) {},
 				verifier: keysVerifier(t, 1, "", keyA), wantErr: verify.ErrUntrusted, wantInErr: "no cosign signature found"},
 			{name: "wrong key", sign: func(t *testing.T, img name.Digest) {
