@@ -615,3 +615,39 @@ func pushImageAuth(t testing.TB, repo string, kc authn.Keychain) name.Digest {
 	h, _ := img.Digest()
 	return tag.Context().Digest(h.String())
 }
+
+// TestKeysRequiringTlog: with transparencyLog required, a key signature
+// without a Rekor entry does not count; a keyless signature never counts
+// for a keys verifier, whatever its certificate chains to.
+func TestKeysRequiringTlog(t *testing.T) {
+	ss, err := harness.NewSigstore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trPath := writeRoot(t, ss)
+	host := harness.NewReferrersRegistry(t)
+	key := newKey(t, elliptic.P256())
+	img := pushImage(t, host+"/app")
+	attachKeyBundle(t, key, img, img, harness.SignPredicateType, nil)
+	strict, err := New("strict", Config{Keys: []string{harness.PublicKeyPEM(key)}, TrustedRoot: trPath, TransparencyLog: Required}, verify.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := strict.Verify(context.Background(), subject(img)); !errors.Is(err, verify.ErrUntrusted) {
+		t.Fatalf("key signature without log entry, tlog required: %v, want untrusted", err)
+	}
+	if _, err := keysVerifier(t, 1, "", key).Verify(context.Background(), subject(img)); err != nil {
+		t.Fatalf("same signature, tlog not required: %v", err)
+	}
+	keyless := pushImage(t, host+"/keyless")
+	b, err := ss.Bundle(keyless, harness.KeylessOptions{Subject: "dev@example.com", Issuer: "https://issuer.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.AttachBundle(context.Background(), keyless, nil, b, harness.SignPredicateType); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := strict.Verify(context.Background(), subject(keyless)); !errors.Is(err, verify.ErrUntrusted) {
+		t.Fatalf("keyless signature for a keys verifier: %v, want untrusted", err)
+	}
+}
