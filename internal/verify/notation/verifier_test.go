@@ -3,6 +3,7 @@ package notation_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -499,4 +500,45 @@ func TestSignatureWithoutSubject(t *testing.T) {
 	}
 	_, err = v.Verify(ctx, subject(t, repo, img))
 	wantErr(t, err, verify.ErrUntrusted, "signs "+a+", not "+img)
+}
+
+// One verifier serves concurrent admissions: shared repositories, tokens
+// and referrers knowledge stay consistent (run with -race).
+func TestConcurrentVerifications(t *testing.T) {
+	p := testPKI(t)
+	reg := harness.NewReferrersRegistry(t)
+	reg.RequireBearerToken()
+	ctx := context.Background()
+	repo := reg.Host() + "/cc/app"
+	var ds []string
+	for i := range 8 {
+		d, err := harness.PushRandomImage(ctx, repo, fmt.Sprint("v", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			sign(t, p.leaf, repo, d, harness.SignOptions{})
+		}
+		ds = append(ds, d)
+	}
+	v := newVerifier(t, strictConfig(p))
+	var wg sync.WaitGroup
+	errs := make([]error, len(ds))
+	for i, d := range ds {
+		s := subject(t, repo, d)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = v.Verify(ctx, s)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if signed := i%2 == 0; signed != (err == nil) {
+			t.Errorf("image %d (signed %v): %v", i, signed, err)
+		}
+		if err != nil && !errors.Is(err, verify.ErrUntrusted) {
+			t.Errorf("image %d: %v, want ErrUntrusted", i, err)
+		}
+	}
 }
