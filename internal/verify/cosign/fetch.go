@@ -17,6 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/trustgate-dev/trustgate/internal/verify"
 )
 
 // Bounds on what a registry may make trustgate read. Signature manifests
@@ -162,22 +164,30 @@ func (p *pings) drop(reg string) {
 
 func newRepoClient(rt http.RoundTripper, scheme string, repo name.Repository) *repoClient {
 	return &repoClient{
-		client: &http.Client{
-			Transport: rt,
-			// Blob GETs may be redirected to the registry's storage; more
-			// than a few hops is a loop or an attack.
-			CheckRedirect: func(req *http.Request, via []*http.Request) error {
-				if len(via) >= 3 {
-					return errors.New("stopped after 3 redirects")
-				}
-				if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
-					return errors.New("refusing redirect from https to http")
-				}
-				return nil
-			},
-		},
-		base: fmt.Sprintf("%s://%s/v2/%s", scheme, repo.RegistryStr(), repo.RepositoryStr()),
+		// Blob GETs may be redirected to the registry's storage host (the
+		// content is checked against its digest); everything else stays on
+		// the registry's origin (README, "No contact with strangers").
+		client: &http.Client{Transport: rt, CheckRedirect: verify.CheckBlobRedirect},
+		base:   fmt.Sprintf("%s://%s/v2/%s", scheme, repo.RegistryStr(), repo.RepositoryStr()),
 	}
+}
+
+// originGuard refuses, below every client, a redirect of anything but a
+// blob download to another origin: go-containerregistry's ping and token
+// requests use clients of their own that would follow ten redirects
+// anywhere. Blob redirects pass, and the repoClient's CheckBlobRedirect
+// judges them.
+type originGuard struct{ same, raw http.RoundTripper }
+
+func guardOrigins(rt http.RoundTripper) http.RoundTripper {
+	return originGuard{same: verify.RefuseCrossOriginRedirects(rt), raw: rt}
+}
+
+func (g originGuard) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.HasPrefix(r.URL.Path, "/v2/") && strings.Contains(r.URL.Path, "/blobs/sha256:") {
+		return g.raw.RoundTrip(r)
+	}
+	return g.same.RoundTrip(r)
 }
 
 // openRepo authenticates to repo's registry with kc: anonymously without a

@@ -86,6 +86,7 @@ func New(name string, cfg Config, deps verify.Deps) (*Verifier, error) {
 		t.MaxIdleConnsPerHost = max(t.MaxIdleConnsPerHost, 16)
 		base = t
 	}
+	base = guardOrigins(base)
 	v := &Verifier{name: name, s: s, base: base, timeout: deps.RequestTimeout}
 	if v.timeout <= 0 {
 		v.timeout = DefaultRequestTimeout

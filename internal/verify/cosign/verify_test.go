@@ -651,3 +651,53 @@ func TestKeysRequiringTlog(t *testing.T) {
 		t.Fatalf("keyless signature for a keys verifier: %v, want untrusted", err)
 	}
 }
+
+// TestRedirects: a registry may send a blob download to its storage host,
+// but a redirect of the ping, a manifest or a tag to another host is
+// refused before that host gets a request.
+func TestRedirects(t *testing.T) {
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	var strangerHits atomic.Int64
+	storage := httptest.NewServer(inner) // serves the blob it is sent to
+	defer storage.Close()
+	stranger := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		strangerHits.Add(1)
+		inner.ServeHTTP(w, r)
+	}))
+	defer stranger.Close()
+	var mode atomic.Value
+	mode.Store("blobs")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch m := mode.Load().(string); {
+		case m == "blobs" && strings.Contains(r.URL.Path, "/blobs/sha256:") && r.Method == http.MethodGet:
+			http.Redirect(w, r, storage.URL+r.URL.Path, http.StatusTemporaryRedirect)
+		case m == "ping" && r.URL.Path == "/v2/":
+			http.Redirect(w, r, stranger.URL+r.URL.Path, http.StatusFound)
+		case m == "manifests" && strings.Contains(r.URL.Path, "/manifests/sha256-"):
+			http.Redirect(w, r, stranger.URL+r.URL.Path, http.StatusFound)
+		default:
+			inner.ServeHTTP(w, r)
+		}
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	key := newKey(t, elliptic.P256())
+	mode.Store("none")
+	img := pushImage(t, u.Host+"/app")
+	attachKeyBundle(t, key, img, img, harness.SignPredicateType, nil)
+
+	mode.Store("blobs")
+	if _, err := keysVerifier(t, 1, "", key).Verify(context.Background(), subject(img)); err != nil {
+		t.Fatalf("blob redirected to storage: %v", err)
+	}
+	for _, m := range []string{"ping", "manifests"} {
+		mode.Store(m)
+		_, err := keysVerifier(t, 1, "", key).Verify(context.Background(), subject(img))
+		if !errors.Is(err, verify.ErrUnavailable) || !errors.Is(err, verify.ErrRedirect) {
+			t.Errorf("%s redirected to another host: %v, want unavailable, redirect refused", m, err)
+		}
+	}
+	if n := strangerHits.Load(); n != 0 {
+		t.Fatalf("the other host got %d requests, want none", n)
+	}
+}
