@@ -29,6 +29,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -89,7 +91,7 @@ const (
 func main() {
 	var o options
 	flag.StringVar(&o.trustgate, "trustgate", "", "trustgate binary (go build ./cmd/trustgate)")
-	flag.StringVar(&o.anchor, "anchor", "", "anchor binary (cd bench/anchor && go build), used to sign")
+	flag.StringVar(&o.anchor, "anchor", "", "anchor binary (cd bench/anchor && go build), used to sign every tag of a repository in one publish; without it the notary CLI signs, a process per step")
 	flag.IntVar(&o.pods, "pods", 10000, "pods to store")
 	flag.IntVar(&o.namespaces, "namespaces", 100, "namespaces the pods are spread over")
 	flag.IntVar(&o.repos, "repos", 300, "signed repositories")
@@ -175,13 +177,16 @@ type InProcessRun struct {
 }
 
 func run(ctx context.Context, o options) (*Result, error) {
-	if o.trustgate == "" || o.anchor == "" {
-		return nil, errors.New("--trustgate and --anchor are required")
+	if o.trustgate == "" {
+		return nil, errors.New("--trustgate is required")
 	}
 	if o.pods < 1 || o.namespaces < 1 || o.repos < 1 || o.tags < 1 {
 		return nil, errors.New("--pods, --namespaces, --repos and --tags must be positive")
 	}
 	for _, p := range []*string{&o.trustgate, &o.anchor} {
+		if *p == "" {
+			continue
+		}
 		abs, err := filepath.Abs(*p)
 		if err != nil {
 			return nil, err
@@ -311,9 +316,39 @@ func signAll(ctx context.Context, o options, notary *dct.NotaryServer, dir strin
 	roots = make([]string, o.repos)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(1, o.signWorkers))
+	// Without the anchor, the notary CLI signs (slower: a process per
+	// step), one signer (trust directory) per worker.
+	var signers chan *dct.Signer
+	if o.anchor == "" {
+		signers = make(chan *dct.Signer, max(1, o.signWorkers))
+		for w := range cap(signers) {
+			s, err := dct.NewSignerAt(notary.URL(), notary.CAFile(), filepath.Join(dir, "cli-"+strconv.Itoa(w)))
+			if err != nil {
+				return nil, nil, err
+			}
+			signers <- s
+		}
+	}
 	for i := range o.repos {
 		g.Go(func() error {
 			gun := fmt.Sprintf("%saudit-%03d", registry, i)
+			if signers != nil {
+				s := <-signers
+				defer func() { signers <- s }()
+				if err := s.Init(gun); err != nil {
+					return err
+				}
+				for t := range o.tags {
+					tag := fmt.Sprintf("t%05d", t)
+					sum := sha256.Sum256([]byte(gun + ":" + tag))
+					if err := s.Sign(gun, tag, "sha256:"+hex.EncodeToString(sum[:]), int64(1000+t)); err != nil {
+						return err
+					}
+				}
+				f, err := s.WriteRootKeyPEM(gun)
+				roots[i] = f
+				return err
+			}
 			cmd := exec.CommandContext(gctx, o.anchor, "sign", "--server", notary.URL(), "--ca", notary.CAFile(),
 				"--gun", gun, "--dir", filepath.Join(dir, strconv.Itoa(i)), "--tags", strconv.Itoa(o.tags))
 			var stderr bytes.Buffer
