@@ -325,9 +325,7 @@ func auditAnnotations(ds []engine.Decision) map[string]string {
 		if d.Digest != "" {
 			v += " digest=" + d.Digest
 		}
-		if o := outcomesText(d); o != "" {
-			v += " verifiers=" + o
-		}
+		v = appendOutcomes(v, d)
 		out["image-"+strconv.Itoa(i)] = truncate(v, maxAnnotationLen)
 	}
 	return out

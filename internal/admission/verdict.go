@@ -94,6 +94,18 @@ func outcomesText(d engine.Decision) string {
 	return b.String()
 }
 
+// appendOutcomes adds " verifiers=…" to an audit annotation value. One
+// verifier, the common case, costs one allocation on the hot path.
+func appendOutcomes(v string, d engine.Decision) string {
+	switch len(d.Outcomes) {
+	case 0:
+		return v
+	case 1:
+		return v + " verifiers=" + d.Outcomes[0].Verifier + "=" + string(d.Outcomes[0].Status)
+	}
+	return v + " verifiers=" + outcomesText(d)
+}
+
 // outcomeAttrs are the log fields of a decision's verifier outcomes.
 func outcomeAttrs(attrs []slog.Attr, d engine.Decision) []slog.Attr {
 	if s := outcomesText(d); s != "" {
