@@ -701,3 +701,41 @@ func TestRedirects(t *testing.T) {
 		t.Fatalf("the other host got %d requests, want none", n)
 	}
 }
+
+// TestConcurrent: one verifier serves concurrent admissions (run with
+// -race): every signed image passes, every unsigned one is refused.
+func TestConcurrent(t *testing.T) {
+	host := plainRegistry(t)
+	key := newKey(t, elliptic.P256())
+	v := keysVerifier(t, 1, "", key)
+	var signed, unsigned []name.Digest
+	for i := range 4 {
+		s := pushImage(t, fmt.Sprintf("%s/signed%d", host, i))
+		attachKeyBundle(t, key, s, s, harness.SignPredicateType, nil)
+		signed = append(signed, s)
+		unsigned = append(unsigned, pushImage(t, fmt.Sprintf("%s/unsigned%d", host, i)))
+	}
+	errs := make(chan error, 32)
+	for i := range 32 {
+		go func() {
+			img, wantOK := signed[i%4], i%2 == 0
+			if !wantOK {
+				img = unsigned[i%4]
+			}
+			_, err := v.Verify(context.Background(), subject(img))
+			switch {
+			case wantOK && err != nil:
+				errs <- fmt.Errorf("%s: %v", img, err)
+			case !wantOK && !errors.Is(err, verify.ErrUntrusted):
+				errs <- fmt.Errorf("%s: %v, want untrusted", img, err)
+			default:
+				errs <- nil
+			}
+		}()
+	}
+	for range 32 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
