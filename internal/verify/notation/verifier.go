@@ -300,6 +300,18 @@ func (v *Verifier) verifyOne(ctx context.Context, repo *remote.Repository, d dig
 	if err != nil {
 		return nil, fmt.Errorf("signature %s: %w", sig, err)
 	}
+	return v.check(ctx, d, artifactRef, sig, mediaType, blob, subject)
+}
+
+// check runs notation-go's checks on one envelope fetched for digest d.
+// Envelope bytes come from the registry: a panic in parsing them is
+// refused like any other bad signature instead of ending the process.
+func (v *Verifier) check(ctx context.Context, d digest.Digest, artifactRef, sig, mediaType string, blob []byte, subject *ocispec.Descriptor) (res *verify.Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = nil, fmt.Errorf("signature %s: envelope made the verifier panic (%v): %w", sig, p, verify.ErrUntrusted)
+		}
+	}()
 	// The descriptor notation-go checks the signed payload against: the
 	// signature manifest's subject, which the signer copied from the target
 	// (its digest must be the one under judgement; its size and media type
