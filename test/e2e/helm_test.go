@@ -306,6 +306,19 @@ func TestHelmValues(t *testing.T) {
 			}
 		})
 	}
+	t.Run("policy file as it is", func(t *testing.T) {
+		pol := filepath.Join(t.TempDir(), "policy.yaml")
+		text := "apiVersion: trustgate.dev/v1alpha1\nkind: Policy\nmode: enforce\nunmatched: allow\n"
+		if err := os.WriteFile(pol, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		objs := helmTemplate(t, "--set-file", "policy="+pol)
+		var cm corev1.ConfigMap
+		objs.get(t, "ConfigMap/trustgate-policy", &cm)
+		if cm.Data["policy.yaml"] != text {
+			t.Errorf("policy.yaml = %q, want the file %q", cm.Data["policy.yaml"], text)
+		}
+	})
 	t.Run("existing secret", func(t *testing.T) {
 		ca := "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 		objs := helmTemplate(t, "--set", "certificates.mode=secret", "--set", "certificates.existingSecret=my-tls", "--set", "certificates.caBundle="+ca)

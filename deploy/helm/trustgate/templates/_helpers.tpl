@@ -52,8 +52,12 @@ app.kubernetes.io/component: webhook
 {{- end -}}
 {{- end -}}
 
-{{/* The policy with the release namespace added to exemptNamespaces. */}}
+{{/* The policy with the release namespace added to exemptNamespaces; a
+string (--set-file policy=FILE) is used as it is. */}}
 {{- define "trustgate.policy" -}}
+{{- if kindIs "string" .Values.policy -}}
+{{- .Values.policy -}}
+{{- else -}}
 {{- $p := deepCopy .Values.policy -}}
 {{- $ex := default (list) $p.exemptNamespaces -}}
 {{- if not (has .Release.Namespace $ex) -}}
@@ -62,6 +66,7 @@ app.kubernetes.io/component: webhook
 {{- $_ := set $p "exemptNamespaces" $ex -}}
 {{- if not $p.verifiers -}}{{- $_ := unset $p "verifiers" -}}{{- end -}}
 {{- toYaml $p -}}
+{{- end -}}
 {{- end -}}
 
 {{/* One webhook entry; args: dict root, name, path. */}}
