@@ -38,9 +38,16 @@ func TestNotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A leaf whose CRL is served locally; the server goes down for one case.
+	crl := harness.StartCRLServer(ca)
+	t.Cleanup(crl.Close)
+	crlLeaf, err := ca.Leaf(harness.LeafOptions{Subject: harness.Subject("acme", "release"), CRLURL: crl.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	repo := d.Registry.Repo("e2e-notation/app")
 	digests := map[string]string{}
-	for _, tag := range []string{"jws", "cose", "unsigned", "evil"} {
+	for _, tag := range []string{"jws", "cose", "unsigned", "evil", "crl"} {
 		dg, err := harness.PushRandomImage(ctx, repo, tag)
 		if err != nil {
 			t.Fatal(err)
@@ -50,7 +57,7 @@ func TestNotation(t *testing.T) {
 	for tag, o := range map[string]struct {
 		leaf *harness.Leaf
 		mt   string
-	}{"jws": {leaf, harness.JWS}, "cose": {leaf, harness.COSE}, "evil": {evilLeaf, harness.JWS}} {
+	}{"jws": {leaf, harness.JWS}, "cose": {leaf, harness.COSE}, "evil": {evilLeaf, harness.JWS}, "crl": {crlLeaf, harness.COSE}} {
 		if _, err := harness.Sign(ctx, o.leaf, repo, digests[tag], harness.SignOptions{MediaType: o.mt}); err != nil {
 			t.Fatal(err)
 		}
@@ -85,23 +92,31 @@ rules:
 	waitJudged(t, c, ns, "registry.unmatched.example/app:v1", deniedResult)
 
 	for _, tc := range []struct {
-		tag    string
-		admit  bool
-		stderr []string
+		name, tag   string
+		crlDown     bool
+		admit       bool
+		unavailable bool
+		stderr      []string
 	}{
-		{"jws", true, nil},
-		{"cose", true, nil},
-		{"unsigned", false, []string{"no Notation signature refers to " + repo + "@" + digests["unsigned"]}},
-		{"evil", false, []string{"authenticity"}},
+		{"jws", "jws", false, true, false, nil},
+		{"cose", "cose", false, true, false, nil},
+		{"unsigned", "unsigned", false, false, false, []string{"no Notation signature refers to " + repo + "@" + digests["unsigned"]}},
+		{"evil", "evil", false, false, false, []string{"authenticity"}},
+		// The revocation status cannot be checked: could not complete,
+		// not "not trusted", and not cached: with the CRL back it passes.
+		{"crl-down", "crl", true, false, true, []string{"revocation could not be checked"}},
+		{"crl-up", "crl", false, true, false, nil},
 	} {
-		t.Run(tc.tag, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
+			crl.SetDown(tc.crlDown)
+			defer crl.SetDown(false)
 			img := repo + ":" + tc.tag
-			_, stderr, err := runPod(s, ns, "p-"+tc.tag, img)
+			_, stderr, err := runPod(s, ns, "p-"+tc.name, img)
 			if tc.admit {
 				if err != nil {
 					t.Fatalf("refused: %v\n%s", err, stderr)
 				}
-				got, _, err := c.Kubectl("-n", ns, "get", "pod", "p-"+tc.tag, "-o", "jsonpath={.spec.containers[0].image}")
+				got, _, err := c.Kubectl("-n", ns, "get", "pod", "p-"+tc.name, "-o", "jsonpath={.spec.containers[0].image}")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -110,8 +125,12 @@ rules:
 				}
 				return
 			}
-			if err == nil || !strings.Contains(stderr, "Error from server (Forbidden)") {
-				t.Fatalf("err %v, stderr %q; want a Forbidden denial", err, stderr)
+			want := "Error from server (Forbidden)"
+			if tc.unavailable {
+				want = "Error from server (ServiceUnavailable)"
+			}
+			if err == nil || !strings.Contains(stderr, want) {
+				t.Fatalf("err %v, stderr %q; want %s", err, stderr, want)
 			}
 			for _, w := range tc.stderr {
 				if !strings.Contains(stderr, w) {
