@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -501,4 +503,30 @@ func TestWrite(t *testing.T) {
 			t.Errorf("err = %v, want one naming the format", err)
 		}
 	})
+}
+
+// TestAuditCancelled: an audit whose context ends returns its error, and
+// what it could not judge is not remembered as judged.
+func TestAuditCancelled(t *testing.T) {
+	f := newFixture(t)
+	f.srv.SetDelay(time.Minute)
+	a := &Auditor{Judges: []Judge{{Name: "current", Engine: loadEngine(t, f.current)}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	err := a.Add(ctx, []*workload.Object{pod("a", "p", "reg.test/team/new:v1"), pod("b", "q", "nginx:1")})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the context's", err)
+	}
+	if n := len(a.memo[0]); n > 1 {
+		t.Errorf("%d decisions remembered after the deadline; only the allow rule's may be", n)
+	}
+	rows, _ := a.Result()
+	if len(rows) != 2 {
+		t.Fatalf("%d rows, want both objects' (judged as far as they got)", len(rows))
+	}
+	for _, r := range rows {
+		if r.Image == "reg.test/team/new:v1" && r.Verdicts[0].Verdict != Unavailable {
+			t.Errorf("verdict %+v for a check that never completed, want %s", r.Verdicts[0], Unavailable)
+		}
+	}
 }
