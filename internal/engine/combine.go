@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -296,10 +297,8 @@ func (e *Engine) verifyAll(ctx context.Context, p *policy.Policy, rule *policy.R
 				return combined{}, err
 			}
 			if err != nil {
-				// A tag the registry does not have is a definite no.
 				sentinel := verify.ErrUnavailable
-				var te *transport.Error
-				if errors.As(err, &te) && te.StatusCode == 404 {
+				if !resolveUnavailable(err) {
 					sentinel = verify.ErrUntrusted
 				}
 				for _, i := range two {
@@ -315,6 +314,14 @@ func (e *Engine) verifyAll(ctx context.Context, p *policy.Policy, rule *policy.R
 		}
 	}
 	return t.verdict(rule, ref)
+}
+
+// resolveUnavailable reports whether a failed digest resolution is "could
+// not complete" (timeouts, server errors) rather than a definite no: a tag
+// the registry says it does not have (404).
+func resolveUnavailable(err error) bool {
+	var te *transport.Error
+	return !(errors.As(err, &te) && te.StatusCode == http.StatusNotFound)
 }
 
 // runPhase asks the verifiers idx about s, in parallel, until the verdict

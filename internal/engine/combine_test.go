@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/trustgate-dev/trustgate/internal/imageref"
 	"github.com/trustgate-dev/trustgate/internal/policy"
@@ -292,4 +294,17 @@ func newPolicyWith(t testing.TB, doc string, byName map[string]verify.Verifier) 
 		t.Fatal(err)
 	}
 	return p
+}
+
+// A digest that cannot be resolved for pinning is "could not complete"
+// unless the registry says the tag does not exist.
+func TestPinResolveFailureIsUnavailable(t *testing.T) {
+	e := New(newPolicy(t, basePolicy, &tableVerifier{name: "dct"}, &tableVerifier{name: "cosign"}), WithResolver(fixedResolver{}))
+	d := e.Evaluate(context.Background(), Request{Namespace: "default", Images: []string{"nginx:2"}, Pin: true}).Decisions[0]
+	if d.Allowed || !d.Unavailable || d.Verdict() != "unavailable" {
+		t.Fatalf("%+v, want unavailable", d)
+	}
+	if resolveUnavailable(&transport.Error{StatusCode: http.StatusNotFound}) || !resolveUnavailable(&transport.Error{StatusCode: http.StatusBadGateway}) {
+		t.Fatal("404 is a definite no, 502 could not complete")
+	}
 }

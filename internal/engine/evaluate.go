@@ -253,6 +253,7 @@ func (e *Engine) decide(ctx context.Context, p *policy.Policy, req Request, img 
 			}
 			if err != nil {
 				d.Allowed = false
+				d.Unavailable = resolveUnavailable(err) // combine.go
 				d.Reason = fmt.Sprintf("%s, but its digest could not be resolved for pinning: %v", d.Reason, err)
 				return d, true
 			}
