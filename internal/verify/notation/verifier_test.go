@@ -542,3 +542,42 @@ func TestConcurrentVerifications(t *testing.T) {
 		}
 	}
 }
+
+// OCSP: a good answer passes, a revoked one is a definite no, a responder
+// that does not answer makes the check unavailable.
+func TestRevocationOCSP(t *testing.T) {
+	ca, err := harness.NewCA(harness.Subject("acme", "ocsp root"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	responder := harness.StartOCSPServer(ca)
+	defer responder.Close()
+	good, err := ca.Leaf(harness.LeafOptions{Subject: harness.Subject("acme", "release"), OCSPURL: responder.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := ca.Leaf(harness.LeafOptions{Subject: harness.Subject("acme", "release"), OCSPURL: responder.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := harness.NewReferrersRegistry(t)
+	goodRepo, goodD := image(t, reg.Host(), "ocsp/good")
+	sign(t, good, goodRepo, goodD, harness.SignOptions{})
+	badRepo, badD := image(t, reg.Host(), "ocsp/revoked")
+	sign(t, bad, badRepo, badD, harness.SignOptions{MediaType: harness.COSE})
+	ca.Revoke(bad.Cert)
+
+	v := newVerifier(t, notation.Config{TrustStores: notation.TrustStores{CA: []string{ca.PEM()}}, TrustedIdentities: []string{"*"}})
+	ctx := context.Background()
+	if _, err := v.Verify(ctx, subject(t, goodRepo, goodD)); err != nil {
+		t.Fatalf("good: %v", err)
+	}
+	if responder.Requests() == 0 {
+		t.Fatal("the OCSP responder was never asked")
+	}
+	_, err = v.Verify(ctx, subject(t, badRepo, badD))
+	wantErr(t, err, verify.ErrUntrusted, "revoked")
+	responder.SetDown(true)
+	_, err = v.Verify(ctx, subject(t, goodRepo, goodD))
+	wantErr(t, err, verify.ErrUnavailable, "revocation could not be checked")
+}

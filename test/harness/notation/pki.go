@@ -86,6 +86,8 @@ type LeafOptions struct {
 	NotBefore, NotAfter time.Time
 	// CRLURL, when set, is the leaf's CRL distribution point.
 	CRLURL string
+	// OCSPURL, when set, is the leaf's OCSP responder.
+	OCSPURL string
 }
 
 // Leaf is a signing key and its certificate chain (leaf first, then the
@@ -119,6 +121,9 @@ func (ca *CA) Leaf(o LeafOptions) (*Leaf, error) {
 	}
 	if o.CRLURL != "" {
 		tmpl.CRLDistributionPoints = []string{o.CRLURL}
+	}
+	if o.OCSPURL != "" {
+		tmpl.OCSPServer = []string{o.OCSPURL}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
