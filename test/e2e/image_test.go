@@ -16,12 +16,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	ch "github.com/trustgate-dev/trustgate/test/harness/cosign"
 	"github.com/trustgate-dev/trustgate/test/harness/kube"
 )
 
 // TestOwnImageAdmitted is the dogfood: trustgate's own image, built by
 // hack/imagebuild (what `make image` runs) and pushed to the Debian registry,
-// is signed with DCT as `docker trust sign` does; deploy/base, with the image
+// is signed with DCT as `docker trust sign` does, and with the cosign CLI
+// (both required by the policy); deploy/base, with the image
 // set by digest, is applied through the real kube-apiserver into a namespace
 // judged by a trustgate whose policy demands that signature, and trustgate
 // admits its own Deployment. The same Deployment with an unsigned digest of
@@ -62,24 +64,6 @@ func TestOwnImageAdmitted(t *testing.T) {
 		t.Fatalf("imagebuild printed %q; the registry serves %s:%s as %s", pushed, repo, tag, digest)
 	}
 
-	t.Run("SBOM is a referrer", func(t *testing.T) {
-		ref, err := name.NewDigest(pushed, name.StrictValidation)
-		if err != nil {
-			t.Fatal(err)
-		}
-		idx, err := remote.Referrers(ref, remote.WithContext(ctx))
-		if err != nil {
-			t.Fatal(err)
-		}
-		im, err := idx.IndexManifest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(im.Manifests) != 1 || im.Manifests[0].ArtifactType != "application/spdx+json" {
-			t.Errorf("referrers of %s = %+v, want one application/spdx+json", pushed, im.Manifests)
-		}
-	})
-
 	// Sign the tag with DCT (addhash + publish, as `docker trust sign`).
 	if err := d.Signer.Init(repo); err != nil {
 		t.Fatal(err)
@@ -97,7 +81,55 @@ func TestOwnImageAdmitted(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// trustgate's own policy for its own image: enforce, pinned root key.
+	// And with cosign (a Sigstore bundle by the real CLI, key pair, offline),
+	// when its CLI is there; CI must have it.
+	cosignVerifier, verifiers := "", "[trustgate-release]"
+	if cosignBin, err := ch.Binary(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal(err)
+		}
+		t.Logf("cosign CLI unavailable, DCT only: %v", err)
+	} else {
+		cli := &ch.CLI{Path: cosignBin, Dir: t.TempDir()}
+		key, pub, err := cli.GenerateKeyPair("trustgate-release")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cli.Sign(key, pushed, false); err != nil {
+			t.Fatal(err)
+		}
+		cosignVerifier = fmt.Sprintf("- name: trustgate-cosign\n  type: cosign\n  cosign:\n    keys: [%s]\n", pub)
+		verifiers = "[trustgate-release, trustgate-cosign]\n  require: all"
+	}
+	t.Run("SBOM is a referrer", func(t *testing.T) {
+		ref, err := name.NewDigest(pushed, name.StrictValidation)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx, err := remote.Referrers(ref, remote.WithContext(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// cosign's signature shares the fallback tag index with the SBOM.
+		var types []string
+		sboms := 0
+		for _, m := range im.Manifests {
+			types = append(types, m.ArtifactType)
+			if m.ArtifactType == "application/spdx+json" {
+				sboms++
+			}
+		}
+		if sboms != 1 {
+			t.Errorf("referrers of %s have artifact types %q, want one application/spdx+json", pushed, types)
+		}
+	})
+
+	// trustgate's own policy for its own image: enforce, pinned keys, every
+	// signature required.
 	policy := fmt.Sprintf(`apiVersion: trustgate.dev/v1alpha1
 kind: Policy
 mode: enforce
@@ -109,11 +141,11 @@ verifiers:
     server: %s
     caFile: %s
     rootKeys: [%s]
-rules:
+%srules:
 - name: trustgate-itself
   images: ["%s"]
-  verify: [trustgate-release]
-`, d.Notary.URL(), d.Notary.CAFile(), rootKey, repo)
+  verify: %s
+`, d.Notary.URL(), d.Notary.CAFile(), rootKey, cosignVerifier, repo, verifiers)
 	s, err := startStack(t, c, d, bin, stackSpec{name: "self", policy: policy, selector: ownNamespaces("self")})
 	if err != nil {
 		t.Fatal(err)
@@ -135,8 +167,12 @@ rules:
 	if want := repo + "@" + digest; got != want {
 		t.Errorf("stored image = %q, want %q", got, want)
 	}
-	if log := s.In.LogTail(); !strings.Contains(log, digest) {
-		t.Errorf("trustgate's log does not mention the verified digest %s:\n%s", digest, log)
+	wantPassed := "trustgate-release=passed"
+	if cosignVerifier != "" {
+		wantPassed = "trustgate-cosign=passed"
+	}
+	if log := s.In.LogTail(); !strings.Contains(log, digest) || !strings.Contains(log, wantPassed) {
+		t.Errorf("trustgate's log does not show %s for the digest %s:\n%s", wantPassed, digest, log)
 	}
 
 	// The same Deployment with a digest nobody signed.
