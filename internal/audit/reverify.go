@@ -209,7 +209,9 @@ func (r *Reverifier) emit(ctx context.Context, pods []*workload.Object, uidOf ma
 		rows := bad[pod.Namespace+"/"+pod.Name]
 		for _, row := range rows {
 			v := row.Verdicts[0]
-			key := pod.Namespace + "/" + pod.Name + "|" + row.Image + "|" + v.Verdict
+			// The UID is part of the key: a pod recreated under the same name (a
+			// StatefulSet replica) is a new pod and is reported again.
+			key := pod.Namespace + "/" + pod.Name + "|" + uidOf[pod] + "|" + row.Image + "|" + v.Verdict
 			still[key] = true
 			if r.warned[key] || n >= burst {
 				continue

@@ -18,6 +18,9 @@ import (
 type cluster struct {
 	pods  []*workload.Object
 	walks int
+	// gen, when set for "ns/name", is added to that pod's UID: the pod was
+	// deleted and created again under the same name.
+	gen map[string]int
 }
 
 func (c *cluster) walk(ctx context.Context, fn func([]*workload.Object, []string) error) error {
@@ -26,7 +29,7 @@ func (c *cluster) walk(ctx context.Context, fn func([]*workload.Object, []string
 		page := c.pods[i:min(i+2, len(c.pods))]
 		var uids []string
 		for _, p := range page {
-			uids = append(uids, "uid-"+p.Namespace+"-"+p.Name+"-"+p.Containers[0].Image)
+			uids = append(uids, fmt.Sprintf("uid-%s-%s-%s-%d", p.Namespace, p.Name, p.Containers[0].Image, c.gen[p.Namespace+"/"+p.Name]))
 		}
 		if err := fn(page, uids); err != nil {
 			return err
@@ -191,6 +194,28 @@ func TestReverifierEventFailure(t *testing.T) {
 	ev.fail = nil
 	if res, err := r.Pass(context.Background()); err != nil || res.Events != 1 || len(ev.got) != 1 {
 		t.Fatalf("retry: %+v %v, events %+v", res, err, ev.got)
+	}
+}
+
+// TestReverifierRecreatedPod: a pod deleted and created again under the same
+// name (a StatefulSet replica) with the same bad image is a new pod: it is
+// reported again, once.
+func TestReverifierRecreatedPod(t *testing.T) {
+	f := newFixture(t)
+	c := &cluster{pods: []*workload.Object{pod("a", "web-0", "reg.test/team/old:v2")}, gen: map[string]int{}}
+	ev := &sink{}
+	r := &Reverifier{Engine: loadEngine(t, f.current), Walk: c.walk, Events: ev.record}
+	for i, want := range []int{1, 0} {
+		if res, err := r.Pass(context.Background()); err != nil || res.Events != want {
+			t.Fatalf("pass %d: %+v %v, want %d events", i, res, err, want)
+		}
+	}
+	c.gen["a/web-0"]++
+	if res, err := r.Pass(context.Background()); err != nil || res.Events != 1 {
+		t.Fatalf("recreated pod: %+v %v, want one new event", res, err)
+	}
+	if len(ev.got) != 2 || ev.got[0].uid == ev.got[1].uid {
+		t.Errorf("events %+v: want two, for two UIDs", ev.got)
 	}
 }
 
