@@ -507,7 +507,7 @@ func TestValidatingWebhookAlone(t *testing.T) {
 	}
 	// Refusals are audited too, by /validate (with both webhooks /mutate
 	// refuses first and leaves auditing to /validate).
-	wantAudit := "decision=deny rule=e2e-signed image=" + d.NoTrustData.Ref
+	wantAudit := "decision=deny rule=e2e-signed image=" + d.NoTrustData.Ref + " verifiers=e2e-dct=untrusted"
 	if got := auditAnnotations(t, ns, "unsigned")["verify.images.trustgate.dev/image-0"]; got != wantAudit {
 		t.Errorf("audit annotation of the refused pod = %q, want %q", got, wantAudit)
 	}

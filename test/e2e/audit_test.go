@@ -80,7 +80,7 @@ func TestAuditAnnotations(t *testing.T) {
 	}
 	got := trustgateAnnotations(auditAnnotations(t, ns, "audited"))
 	want := map[string]string{
-		"verify.images.trustgate.dev/image-0": "decision=allow rule=e2e-signed image=" + s.D.Signed.Pinned() + " digest=" + s.D.Signed.Digest,
+		"verify.images.trustgate.dev/image-0": "decision=allow rule=e2e-signed image=" + s.D.Signed.Pinned() + " digest=" + s.D.Signed.Digest + " verifiers=e2e-dct=passed",
 	}
 	if mustJSON(got) != mustJSON(want) {
 		t.Errorf("trustgate's audit annotations = %s\nwant %s", mustJSON(got), mustJSON(want))
