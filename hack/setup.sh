@@ -45,6 +45,9 @@ if ((${#need[@]})); then
 	t=$SECONDS
 	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
 	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+	for b in notary-server notary docker-registry etcd kubectl; do
+		command -v "$b" >/dev/null 2>&1 || { say "$b is still missing after apt-get install ${need[*]}"; exit 2; }
+	done
 	say "Debian packages installed in $((SECONDS - t)) s"
 	# The packages ship systemd units; nothing here starts them, and the
 	# tests always pick free ports, so they are left alone.
