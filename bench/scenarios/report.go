@@ -92,6 +92,7 @@ type report struct {
 	Burst   *BurstResult  `json:"burst,omitempty"`
 	Many    *ManyResult   `json:"many,omitempty"`
 	Slow    *SlowResult   `json:"slow,omitempty"`
+	Flood   *FloodResult  `json:"flood,omitempty"`
 	Targets []Target      `json:"targets"`
 	Notes   []string      `json:"notes,omitempty"`
 	Micro   string        `json:"micro,omitempty"`
@@ -183,6 +184,9 @@ func (r *report) evaluate() {
 			Met: s.Run.Late == 0 && s.Run.Errors == 0 && s.TimedOut == s.Run.Requests && s.Run.Requests == r.Options.slowBurst})
 	} else {
 		missing("slow notary during a burst", g7)
+	}
+	if r.Options.only == "" || strings.Contains(r.Options.only, "f") {
+		r.evaluateFlood(add, missing)
 	}
 }
 
@@ -411,6 +415,8 @@ func (r *report) markdown() string {
 		}
 		fmt.Fprintln(&b)
 	}
+
+	r.floodSection(&b)
 
 	if r.Micro != "" {
 		fmt.Fprintln(&b, "## Hot-path micro-benchmarks")

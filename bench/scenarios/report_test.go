@@ -38,6 +38,12 @@ func goodReport() *report {
 	r.Many = &ManyResult{Images: 10000, Run: res(2000, 2), EndRSSMiB: 60, HWMMiB: 70}
 	r.Slow = &SlowResult{Deadline: time.Second, Latency: 2 * time.Second, LateAfter: time.Second,
 		Run: &loadgen.Result{Requests: 200, NotAllowed: 200}, TimedOut: 200}
+	r.Flood = &FloodResult{Latency: 300 * time.Millisecond, Deadline: 5 * time.Second, Cap: 256, Parallel: 16, Verifs: 64, Limit: 64, MemLimit: 256,
+		Runs: []FloodRun{
+			{Name: "over", Pods: 2, ImagesPerPod: 5000, Run: &loadgen.Result{Requests: 2, NotAllowed: 2, ReasonMatches: 2}, HWMMiB: 70},
+			{Name: "one", Pods: 1, ImagesPerPod: 256, Run: &loadgen.Result{Requests: 1, NotAllowed: 1}, Upstream: 600, MaxInFlight: 50, MaxAnswered: 48, HWMMiB: 70},
+			{Name: "eight", Pods: 8, ImagesPerPod: 256, Run: &loadgen.Result{Requests: 8, NotAllowed: 8}, Upstream: 1100, MaxInFlight: 72, MaxAnswered: 64, HWMMiB: 70},
+		}}
 	return r
 }
 
@@ -59,6 +65,11 @@ func TestEvaluate(t *testing.T) {
 		{name: "too much memory", change: func(r *report) { r.Many.HWMMiB = 100 }, target: "10000"},
 		{name: "slow answer late", change: func(r *report) { r.Slow.Run.Late = 1 }, target: "slow"},
 		{name: "slow reason unclear", change: func(r *report) { r.Slow.TimedOut = 199 }, target: "slow"},
+		{name: "flood over the limit", change: func(r *report) { r.Flood.Runs[2].MaxAnswered = 65 }, target: "5,000-image"},
+		{name: "flood answer late", change: func(r *report) { r.Flood.Runs[1].Run.Late = 1 }, target: "5,000-image"},
+		{name: "flood over the cap reached upstream", change: func(r *report) { r.Flood.Runs[0].Upstream = 1 }, target: "5,000-image"},
+		{name: "flood not denied as over the cap", change: func(r *report) { r.Flood.Runs[0].Run.ReasonMatches = 1 }, target: "5,000-image"},
+		{name: "flood out of memory", change: func(r *report) { r.Flood.Runs[2].HWMMiB = 256 }, target: "5,000-image"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -67,8 +78,8 @@ func TestEvaluate(t *testing.T) {
 				tc.change(r)
 			}
 			v := verdicts(r)
-			if len(v) != 7 {
-				t.Fatalf("%d targets, want 7: %v", len(v), v)
+			if len(v) != 8 {
+				t.Fatalf("%d targets, want 8: %v", len(v), v)
 			}
 			for name, tg := range v {
 				want := name != tc.target

@@ -101,8 +101,10 @@ func runServe(cmd *cobra.Command, o serveOptions) error {
 
 	// One loader for the process: verifiers whose configuration (and the
 	// files it names) did not change keep their state across reloads. The
-	// serve logger reaches them (root rotations, first-use roots).
-	loader := policy.NewLoader(verify.Registered(), verify.Deps{Logger: log})
+	// serve logger reaches them (root rotations, first-use roots). Their
+	// outbound requests share one bound on requests in flight (issue 9).
+	loader := policy.NewLoader(verify.Registered(), verify.Deps{Logger: log,
+		Transport: verify.LimitRequests(nil, verify.DefaultMaxRequests)})
 	p, err := loadPolicyWith(loader, o.policyPath)
 	if err != nil {
 		return err

@@ -27,11 +27,11 @@ const (
 	// DefaultParallel is how many images of one request are judged at once.
 	DefaultParallel = 16
 	// DefaultMaxUpstream bounds verifications and digest resolutions in
-	// flight across all requests of the process: each holds at most one
-	// request to a notary server or registry at a time, so this also bounds
-	// open upstream requests, and with them the memory they hold (TLS
-	// connections, response buffers), whatever the number of admission
-	// requests at once.
+	// flight across all requests of the process, whatever the number of
+	// admission requests at once: work waiting for a slot holds a goroutine,
+	// not a connection. A verification may send several requests at once
+	// (notaryv1 fetches metadata files in parallel); `serve` bounds those
+	// requests themselves with verify.LimitRequests.
 	DefaultMaxUpstream = 64
 )
 

@@ -48,6 +48,15 @@ func LoadCAFile(baseDir, file string) (*x509.CertPool, error) {
 // pool cloned from base (http.DefaultTransport when nil), rootCAs added when
 // set, redirects only within the origin of the request (CheckRedirect).
 func NewHTTPClient(base http.RoundTripper, rootCAs *x509.CertPool) (*http.Client, error) {
+	if lt, ok := base.(*limitedTransport); ok {
+		// Own pool and CAs as below, behind the shared request slots.
+		c, err := NewHTTPClient(lt.next, rootCAs)
+		if err != nil {
+			return nil, err
+		}
+		c.Transport = lt.with(c.Transport)
+		return c, nil
+	}
 	if base == nil {
 		base = http.DefaultTransport
 	}

@@ -511,11 +511,13 @@ func TestValidatingWebhookAlone(t *testing.T) {
 	if got := auditAnnotations(t, ns, "unsigned")["verify.images.trustgate.dev/image-0"]; got != wantAudit {
 		t.Errorf("audit annotation of the refused pod = %q, want %q", got, wantAudit)
 	}
-	if _, _, err := runPod(s, ns, "signed", d.Signed.Ref); err != nil {
+	// A signed image pinned as /mutate would pin it; the tag alone is
+	// refused here (TestValidateRequiresPinnedTag).
+	if _, _, err := runPod(s, ns, "signed", d.Signed.Pinned()); err != nil {
 		t.Fatalf("signed pod refused by /validate: %v", err)
 	}
-	if got := s.get(t, ns, "pod/signed", "{.spec.containers[0].image}"); got != d.Signed.Ref {
-		t.Errorf("stored image = %q, want %q: only the mutating webhook may pin", got, d.Signed.Ref)
+	if got := s.get(t, ns, "pod/signed", "{.spec.containers[0].image}"); got != d.Signed.Pinned() {
+		t.Errorf("stored image = %q, want %q unchanged: only the mutating webhook may change images", got, d.Signed.Pinned())
 	}
 }
 
