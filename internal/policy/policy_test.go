@@ -149,6 +149,11 @@ func TestParseErrors(t *testing.T) {
 		{"allow with verifiers", head + dct + "rules: [{name: r, images: [reg.io/x], action: allow, verify: [dct]}]\n", "(r).verify: only allowed"},
 		{"bad action", head + "rules: [{name: r, images: [reg.io/x], action: skip}]\n", "(r).action"},
 		{"bad require", head + dct + "rules: [{name: r, images: [reg.io/x], verify: [dct], require: most}]\n", "(r).require"},
+		{"require more than listed", head + dct + "rules: [{name: r, images: [reg.io/x], verify: [dct], require: 2}]\n", "(r).require: 2 is not between 1 and the 1 verifiers listed"},
+		{"require zero", head + dct + "rules: [{name: r, images: [reg.io/x], verify: [dct], require: 0}]\n", "(r).require: 0 is not between"},
+		{"require a list", head + dct + "rules: [{name: r, images: [reg.io/x], verify: [dct], require: [1]}]\n", "require: want all, any or a number"},
+		{"verifier listed twice", head + dct + "rules: [{name: r, images: [reg.io/x], verify: [dct, dct], require: 2}]\n", `(r).verify[1]: "dct" is listed twice`},
+		{"require on allow", head + "rules: [{name: r, images: [reg.io/x], action: allow, require: any}]\n", "(r).require: only allowed with action verify"},
 		{"allow with open registry pins", head + "rules: [{name: r, images: ['**'], action: allow}]\n", "leaves the registry open"},
 		{"duplicate rule", head + "rules: [{name: r, images: [reg.io/x], action: allow}, {name: r, images: [reg.io/y], action: allow}]\n", "rules[1].name"},
 	}
@@ -162,6 +167,27 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("error %q: want ErrInvalid naming p.yaml and containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestRequireSpellings(t *testing.T) {
+	head := "apiVersion: trustgate.dev/v1alpha1\nkind: Policy\n"
+	vs := "verifiers: [{name: a, type: notaryv1, notaryv1: {key: k}}, {name: b, type: notaryv1, notaryv1: {key: k}}, {name: c, type: notaryv1, notaryv1: {key: k}}]\n"
+	for _, tc := range []struct {
+		require string
+		need    int
+	}{{"", 3}, {"all", 3}, {"any", 1}, {"1", 1}, {"2", 2}, {"3", 3}, {`"2"`, 2}} {
+		doc := head + vs + "rules: [{name: r, images: [reg.io/x], verify: [a, b, c]"
+		if tc.require != "" {
+			doc += ", require: " + tc.require
+		}
+		p, err := Parse([]byte(doc+"}]\n"), "p.yaml", factories, verify.Deps{})
+		if err != nil {
+			t.Fatalf("require %s: %v", tc.require, err)
+		}
+		if got := p.Rules[0].Need; got != tc.need {
+			t.Errorf("require %s: need %d, want %d", tc.require, got, tc.need)
+		}
 	}
 }
 
