@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -425,19 +426,22 @@ func (r *report) floodSection(b *strings.Builder) {
 			run.Run.Late, run.Run.P50, run.Run.Max, run.Upstream, run.MaxAnswered, run.MaxInFlight, run.HWMMiB)
 	}
 	fmt.Fprintln(b)
-	fmt.Fprintln(b, "Deny reasons (quoted image names elided):")
+	fmt.Fprintln(b, "One deny message of each run, shortened (image and repository names elided):")
 	fmt.Fprintln(b)
 	for _, run := range f.Runs {
 		if run.Run == nil {
 			continue
 		}
 		grouped := groupReasons(run.Run.Reasons)
-		for _, reason := range sortedKeys(grouped) {
+		if keys := sortedKeys(grouped); len(keys) > 0 {
+			reason := floodRepo.ReplaceAllString(keys[0], "REPO")
 			fmt.Fprintf(b, "- %s: `%s`\n", run.Name, truncateReason(strings.ReplaceAll(reason, "`", "'"), 300))
 		}
 	}
 	fmt.Fprintln(b)
 }
+
+var floodRepo = regexp.MustCompile(`127\.0\.0\.1:5000/bench/flood/r[0-9]+|https://127\.0\.0\.1:[0-9]+`)
 
 func truncateReason(s string, n int) string {
 	if len(s) <= n {

@@ -114,3 +114,15 @@ func TestDecisionsCountedOnce(t *testing.T) {
 		t.Errorf("%d decision series, want 4 (no rule=\"\" series)", n)
 	}
 }
+
+// A pod naming more distinct images than the engine judges in one request is
+// denied whole, with a message that says so (and not that no rule matched).
+func TestOverCapDenied(t *testing.T) {
+	e := realEngine(t, strings.Replace(pinningPolicy, "%s", "", 1), engine.WithMaxImages(2))
+	spec := podSpec([]ctr{{"a", "registry.example/loose/a:1"}, {"b", "registry.example/loose/b:1"}, {"c", "registry.example/loose/c:1"}}, nil, nil)
+	r := answer(t, newValidating(t, e), reviewBody(t, apiVersionV1, request("CREATE", "", "v1", "Pod", "", object(kindCases[0], spec, nil), nil))).Response
+	want := `"registry.example/loose/a:1" at /spec/containers/0/image (not judged): the object names 3 distinct images; trustgate judges at most 2 in one request`
+	if r.Allowed || r.Result == nil || !strings.Contains(r.Result.Message, want) {
+		t.Fatalf("response %+v, want a deny containing %q", r.Result, want)
+	}
+}

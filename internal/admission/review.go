@@ -301,10 +301,16 @@ func denyMessage(denied []engine.Decision, judged []workload.Container) string {
 }
 
 func ruleText(d engine.Decision) string {
-	if d.Rule == "" {
+	switch {
+	case d.Rule != "":
+		return "rule " + d.Rule
+	case d.Action == "unmatched":
 		return "no rule matched"
+	default:
+		// Denied before any rule applied: an unparsable reference, a request
+		// over the image cap, the deadline reached before its turn.
+		return "not judged"
 	}
-	return "rule " + d.Rule
 }
 
 // auditAnnotations gives one entry per image. The API server prefixes each
