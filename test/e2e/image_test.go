@@ -18,12 +18,13 @@ import (
 
 	ch "github.com/trustgate-dev/trustgate/test/harness/cosign"
 	"github.com/trustgate-dev/trustgate/test/harness/kube"
+	nh "github.com/trustgate-dev/trustgate/test/harness/notation"
 )
 
 // TestOwnImageAdmitted is the dogfood: trustgate's own image, built by
 // hack/imagebuild (what `make image` runs) and pushed to the Debian registry,
-// is signed with DCT as `docker trust sign` does, and with the cosign CLI
-// (both required by the policy); deploy/base, with the image
+// is signed with DCT as `docker trust sign` does, with the cosign CLI and with
+// Notation (all three required by the policy); deploy/base, with the image
 // set by digest, is applied through the real kube-apiserver into a namespace
 // judged by a trustgate whose policy demands that signature, and trustgate
 // admits its own Deployment. The same Deployment with an unsigned digest of
@@ -101,6 +102,29 @@ func TestOwnImageAdmitted(t *testing.T) {
 		cosignVerifier = fmt.Sprintf("- name: trustgate-cosign\n  type: cosign\n  cosign:\n    keys: [%s]\n", pub)
 		verifiers = "[trustgate-release, trustgate-cosign]\n  require: all"
 	}
+	// And with Notation (notation-go's signer, JWS, a test CA).
+	notaryCA, err := nh.NewCA(nh.Subject("trustgate", "trustgate release root"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := notaryCA.Leaf(nh.LeafOptions{Subject: nh.Subject("trustgate", "release")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nh.Sign(ctx, leaf, repo, digest, nh.SignOptions{MediaType: nh.JWS}); err != nil {
+		t.Fatal(err)
+	}
+	notationCAFile := filepath.Join(t.TempDir(), "notation-ca.pem")
+	if err := os.WriteFile(notationCAFile, []byte(notaryCA.PEM()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	notationVerifier := fmt.Sprintf("- name: trustgate-notation\n  type: notation\n  notation:\n    trustStores: {ca: [%s]}\n    trustedIdentities: [%q]\n",
+		notationCAFile, nh.Identity("trustgate", "release"))
+	verifiers = strings.Replace(verifiers, "]", ", trustgate-notation]", 1)
+	if !strings.Contains(verifiers, "require: all") {
+		verifiers += "\n  require: all"
+	}
+
 	t.Run("SBOM is a referrer", func(t *testing.T) {
 		ref, err := name.NewDigest(pushed, name.StrictValidation)
 		if err != nil {
@@ -145,7 +169,8 @@ verifiers:
 - name: trustgate-itself
   images: ["%s"]
   verify: %s
-`, d.Notary.URL(), d.Notary.CAFile(), rootKey, cosignVerifier, repo, verifiers)
+`, d.Notary.URL(), d.Notary.CAFile(), rootKey, cosignVerifier+notationVerifier, repo, verifiers)
+	t.Logf("policy:\n%s", policy)
 	s, err := startStack(t, c, d, bin, stackSpec{name: "self", policy: policy, selector: ownNamespaces("self")})
 	if err != nil {
 		t.Fatal(err)
@@ -167,12 +192,15 @@ verifiers:
 	if want := repo + "@" + digest; got != want {
 		t.Errorf("stored image = %q, want %q", got, want)
 	}
-	wantPassed := "trustgate-release=passed"
+	want := []string{digest, "trustgate-release=passed", "trustgate-notation=passed"}
 	if cosignVerifier != "" {
-		wantPassed = "trustgate-cosign=passed"
+		want = append(want, "trustgate-cosign=passed")
 	}
-	if log := s.In.LogTail(); !strings.Contains(log, digest) || !strings.Contains(log, wantPassed) {
-		t.Errorf("trustgate's log does not show %s for the digest %s:\n%s", wantPassed, digest, log)
+	log := s.In.LogTail()
+	for _, w := range want {
+		if !strings.Contains(log, w) {
+			t.Errorf("trustgate's log does not show %s:\n%s", w, log)
+		}
 	}
 
 	// The same Deployment with a digest nobody signed.
