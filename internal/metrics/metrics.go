@@ -9,7 +9,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	AdmissionRequests *prometheus.CounterVec   // path, outcome (allowed|denied|error)
 	AdmissionDuration *prometheus.HistogramVec // path
-	Decisions         *prometheus.CounterVec   // rule, decision (allow|deny|unavailable)
+	Decisions         *prometheus.CounterVec   // rule ("(none)": no rule decided), decision (allow|deny|unavailable); the engine counts
 	VerifyDuration    *prometheus.HistogramVec // verifier, result (ok|untrusted|unavailable)
 	CacheLookups      *prometheus.CounterVec   // result (hit|miss|shared)
 	PolicyReloads     *prometheus.CounterVec   // result (ok|error)
@@ -29,7 +29,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "trustgate_admission_duration_seconds", Help: "Time to answer an AdmissionReview.", Buckets: buckets,
 		}, []string{"path"}),
 		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "trustgate_image_decisions_total", Help: "Image decisions by rule and decision: allow, deny (not trusted), unavailable (denied because a check could not complete).",
+			Name: "trustgate_image_decisions_total", Help: "Image decisions, counted once each, by rule (\"(none)\" when no rule decided: unmatched, unparsable, over the image cap) and decision: allow, deny (not trusted), unavailable (denied because a check could not complete).",
 		}, []string{"rule", "decision"}),
 		VerifyDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "trustgate_verification_duration_seconds", Help: "Signature verification latency by verifier and result (cache misses only).", Buckets: buckets,
