@@ -6,31 +6,31 @@
 #   hack/setup.sh --no-kube  the same without kube-apiserver (for `make image`-only use)
 #
 # What and how long (measured on 2 busy cores, see README "Quick start"):
-#   Debian packages notary, docker-registry, etcd-server, kubectl  about 1 minute (apt-get; sudo when not root)
-#   helm v4.3.2 (go install, cached in $TRUSTGATE_CACHE/bin)       about 2-4 minutes, once
-#   kube-apiserver v1.37.2 (hack/kube-apiserver.sh, cached)        about 10-15 minutes, once
+#   Debian packages notary, docker-registry, etcd-server           about 1.5 minutes (apt-get; sudo when not root)
+#   helm v4.3.2 (go install, cached in the cache's bin/)            2 minutes on idle cores, 16 when busy; once
+#   kubectl v1.37.2 when none is on PATH (hack/tools/kubectl)       1-5 minutes, once
+#   kube-apiserver v1.37.2 (hack/kube-apiserver.sh, cached)        about 7-15 minutes, once
 # A second run finds everything and takes about a second.
 #
-# It prints the helm path's folder last on stdout (callers add it to PATH);
+# It prints the folder of helm (and kubectl when built) last on stdout
+# (callers add it to PATH; the Makefile does);
 # progress goes to stderr.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/trustgate"
 gobin="$cache/bin"
 HELM_VERSION=v4.3.2
+KUBECTL_VERSION=v1.37.2
 kube=1
 [[ "${1:-}" == "--no-kube" ]] && kube=0
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 start=$SECONDS
 
-# Debian packages. Binary name : package name. kubectl comes from the
-# "kubectl" package when an apt source offers it (Kubernetes' own repository),
-# else from Debian's older "kubernetes-client".
-kubectl_pkg=kubernetes-client
-if ! command -v kubectl >/dev/null 2>&1 && apt-cache show kubectl >/dev/null 2>&1; then kubectl_pkg=kubectl; fi
+# Debian packages. Binary name : package name. (kubectl is built below:
+# Debian's kubernetes-client 1.20 embeds a kustomize too old for deploy/.)
 need=()
-for pair in notary-server:notary notary:notary docker-registry:docker-registry etcd:etcd-server kubectl:$kubectl_pkg; do
+for pair in notary-server:notary notary:notary docker-registry:docker-registry etcd:etcd-server; do
 	command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done
 if ((${#need[@]})); then
@@ -45,7 +45,7 @@ if ((${#need[@]})); then
 	t=$SECONDS
 	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
 	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
-	for b in notary-server notary docker-registry etcd kubectl; do
+	for b in notary-server notary docker-registry etcd; do
 		command -v "$b" >/dev/null 2>&1 || { say "$b is still missing after apt-get install ${need[*]}"; exit 2; }
 	done
 	say "Debian packages installed in $((SECONDS - t)) s"
@@ -64,6 +64,17 @@ if [[ ! -x "$gobin/helm" || "$(cat "$gobin/helm.version" 2>/dev/null)" != "$HELM
 	GOBIN="$gobin" go install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" >&2
 	echo "$HELM_VERSION" >"$gobin/helm.version"
 	say "helm built in $((SECONDS - t)) s"
+fi
+
+# kubectl, when none is on PATH: built from the k8s.io/kubectl module (the
+# API server's version) by the shim module hack/tools/kubectl.
+if ! command -v kubectl >/dev/null 2>&1 && [[ ! -x "$gobin/kubectl" ]]; then
+	say "building kubectl $KUBECTL_VERSION into $gobin (hack/tools/kubectl; about 1-5 minutes, once)"
+	t=$SECONDS
+	(cd "$root/hack/tools/kubectl" && GOFLAGS=-mod=mod go build \
+		-ldflags "-X k8s.io/component-base/version.gitVersion=$KUBECTL_VERSION" -o "$gobin/kubectl.tmp" . >&2)
+	mv "$gobin/kubectl.tmp" "$gobin/kubectl"
+	say "kubectl built in $((SECONDS - t)) s"
 fi
 
 if ((kube)); then
