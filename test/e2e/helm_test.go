@@ -46,7 +46,11 @@ func chartDir(t *testing.T) string { return filepath.Join(deployDir(t), "helm", 
 // and, when kubeconfig is set, against that cluster.
 func runHelm(t *testing.T, kubeconfig string, args ...string) (string, error) {
 	t.Helper()
-	home := filepath.Join(os.TempDir(), "trustgate-e2e-helm-home")
+	dir, err := shared.tempDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := filepath.Join(dir, "helm-home")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, helmBin(t), args...)
