@@ -200,6 +200,12 @@ func run(o options) (err error) {
 	rep.Elapsed = time.Since(started)
 	rep.evaluate()
 	md := rep.markdown()
+	// Other benchmarks (cluster audit, cosign, notation, verifier
+	// combinations) write their own sections between markers; a rerun of
+	// the scenarios keeps them.
+	if old, err := os.ReadFile(o.out); err == nil {
+		md = keepMarkedSections(string(old), md)
+	}
 	if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", o.out, err)
 	}

@@ -492,3 +492,19 @@ func sortedKeys64(m map[string]int64) []string {
 	sort.Strings(ks)
 	return ks
 }
+
+// markedSection is a block another benchmark owns:
+// <!-- NAME:begin --> (or :start) … <!-- NAME:end -->.
+var markedSection = regexp.MustCompile(`(?s)<!-- ([\w-]+):(?:begin|start) -->.*?<!-- ([\w-]+):end -->`)
+
+// keepMarkedSections appends to md every marked section of old whose name md
+// does not already carry, in their order in old.
+func keepMarkedSections(old, md string) string {
+	for _, m := range markedSection.FindAllStringSubmatch(old, -1) {
+		if m[1] != m[2] || strings.Contains(md, "<!-- "+m[1]+":") {
+			continue
+		}
+		md = strings.TrimRight(md, "\n") + "\n\n" + m[0] + "\n"
+	}
+	return md
+}

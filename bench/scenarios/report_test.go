@@ -133,3 +133,16 @@ func TestGroupReasons(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 }
+
+func TestKeepMarkedSections(t *testing.T) {
+	old := "# old\n\n<!-- a:begin -->\nA\n<!-- a:end -->\n\ntext\n<!-- b:start -->\nB\n<!-- b:end -->\n"
+	got := keepMarkedSections(old, "# new\n")
+	want := "# new\n\n<!-- a:begin -->\nA\n<!-- a:end -->\n\n<!-- b:start -->\nB\n<!-- b:end -->\n"
+	if got != want {
+		t.Errorf("got\n%q\nwant\n%q", got, want)
+	}
+	// A section the new report writes itself is not duplicated.
+	if got := keepMarkedSections(old, "# new\n<!-- a:begin -->\nA2\n<!-- a:end -->\n"); strings.Count(got, "a:begin") != 1 || !strings.Contains(got, "A2") || !strings.Contains(got, "\nB\n") {
+		t.Errorf("got %q", got)
+	}
+}
