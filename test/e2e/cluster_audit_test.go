@@ -6,7 +6,6 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,31 +14,13 @@ import (
 	"time"
 )
 
-// auditPolicy is the e2e policy with its DCT verifier marked deprecated and
-// an exempt namespace of its own; auditCandidate is "the same policy without
-// DCT": what would break on the day the notary server goes away.
+// auditPolicyText is the e2e policy with its DCT verifier marked deprecated
+// and an exempt namespace of its own; auditCandidateText is "the same policy
+// without DCT": what would break on the day the notary server goes away.
 func auditPolicyText(d *dctEnv) string {
-	return fmt.Sprintf(`apiVersion: trustgate.dev/v1alpha1
-kind: Policy
-unmatched: deny
-exemptNamespaces: [e2e-audit-exempt]
-verifiers:
-- name: e2e-dct
-  type: notaryv1
-  deprecated: "DCT is being retired; re-sign with Notation"
-  notaryv1:
-    server: %s
-    caFile: %s
-    rootKeys: [%s]
-rules:
-- name: allowed-example
-  images: ["registry.allowed.example/**"]
-  action: allow
-  pinDigest: false
-- name: e2e-signed
-  images: ["%s/e2e/**"]
-  verify: [e2e-dct]
-`, d.Notary.URL(), d.Notary.CAFile(), d.RootPEMFile, d.Registry.Host())
+	p := policyText(d, "enforce", "deny")
+	p = strings.Replace(p, "exemptNamespaces: [e2e-exempt]", "exemptNamespaces: [e2e-audit-exempt]", 1)
+	return strings.Replace(p, "  type: notaryv1\n", "  type: notaryv1\n  deprecated: \"DCT is being retired; re-sign with Notation\"\n", 1)
 }
 
 const auditCandidateText = `apiVersion: trustgate.dev/v1alpha1
