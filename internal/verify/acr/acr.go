@@ -50,7 +50,7 @@ type Verifier struct {
 	name     string
 	registry string // lower-case host[:port]
 	base     string // scheme://host
-	auth     *credentials.Authenticator
+	auth     *credentials.Client
 	timeout  time.Duration
 }
 
@@ -108,7 +108,7 @@ func New(name string, cfg Config, deps verify.Deps, getenv func(string) string) 
 		name:     name,
 		registry: reg,
 		base:     scheme + "://" + reg,
-		auth:     credentials.NewAuthenticator(client, store, nil),
+		auth:     credentials.NewClient(client, store),
 		timeout:  timeout,
 	}, nil
 }
@@ -153,8 +153,11 @@ func (v *Verifier) Verify(ctx context.Context, s verify.Subject) (*verify.Result
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := v.auth.Do(req, credentials.Target{
-		Scope: "repository:" + ref.Path() + ":metadata_read",
-		Hosts: []string{v.registry},
+		Scope:    "repository:" + ref.Path() + ":metadata_read",
+		Registry: v.registry,
+		// The pod's pull secrets for this registry, when the verifier
+		// has no credentials of its own.
+		Keychain: s.Keychain,
 	})
 	if err != nil {
 		var ne net.Error

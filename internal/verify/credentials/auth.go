@@ -1,6 +1,9 @@
 package credentials
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,220 +12,272 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/trustgate-dev/trustgate/internal/verify"
 )
 
-// maxTokenResponse bounds a token endpoint's answer.
-const maxTokenResponse = 1 << 20
-
-// Target says what a request is for: the token scope to ask for when the
-// server does not name one, and the hosts whose credentials may be presented
-// (in order of preference).
+// Target says what a request is for and whose credentials may go with it.
 type Target struct {
+	// Scope is the token scope to ask for, e.g. "repository:<gun>:pull".
 	Scope string
-	Hosts []string
+	// Registry is the image's registry host. Docker presents a registry's
+	// credentials to its notary server, so the verifier's own credentials
+	// are looked up for Registry first, then for the server's host.
+	Registry string
+	// Keychain is the subject's (the pod's pull secrets, the CLI's docker
+	// config); it is asked after the verifier's own credentials, and only
+	// when the server is the image's registry itself (ACR serves its notary
+	// and its tag API on the registry's host): a pod's secret for one
+	// registry is never handed to another host. Nil means none.
+	Keychain authn.Keychain
 }
 
-// Authenticator sends requests anonymously first and, when the server answers
-// 401 with a challenge, retries once with Basic credentials or with a bearer
-// token fetched from the challenge's realm (the Docker registry token flow).
-// Tokens are cached per (host, scope) until they expire, so a steady stream
-// of lookups costs one request each. It is safe for concurrent use.
-type Authenticator struct {
-	client *http.Client
-	store  *Store
-	now    func() time.Time
+// Client sends requests with credentials from authn keychains, doing the
+// registry token flow with go-containerregistry's transport: a request goes
+// out anonymously first (or through a transport already set up for its
+// host, scope and credential); a 401 challenge is answered with
+// transport.Exchange (Basic → bearer token, identity tokens through OAuth2,
+// the realm checked against SSRF) and the request is retried once through
+// the bearer (or basic) transport transport.FromToken builds, which renews
+// its token itself on a later 401. Transports are kept per (host, scope,
+// credential), so a token is reused only for the credential that earned it.
+//
+// The challenge is taken from the request's own 401 and not from a ping of
+// /v2/ (transport.NewWithContext): a notary server's /v2/ may answer 200
+// while its repositories ask for a token, and ACR's tag API is not under
+// /v2/; this way a server that never challenges costs no extra request.
+//
+// It is safe for concurrent use.
+type Client struct {
+	// base carries TLS, the request limiter and the redirect guard; ggcr's
+	// token requests go through it too.
+	base http.RoundTripper
+	// check is the redirect policy of requests trustgate sends itself.
+	check func(*http.Request, []*http.Request) error
+	own   *Store
 
-	mu     sync.Mutex
-	tokens map[authKey]cachedAuth
+	mu         sync.Mutex
+	transports map[authKey]http.RoundTripper
 }
 
-type authKey struct{ host, scope string }
+type authKey struct{ host, scope, cred string }
 
-type cachedAuth struct {
-	header  string // full Authorization header value
-	expires time.Time
-}
+// maxTransports bounds the transports kept: the key space is hosts ×
+// repositories × credentials, so reaching it means churn; start over rather
+// than grow.
+const maxTransports = 10000
 
-// NewAuthenticator wraps client (which carries TLS settings and timeouts).
-// now may be nil (time.Now).
-func NewAuthenticator(client *http.Client, store *Store, now func() time.Time) *Authenticator {
-	if now == nil {
-		now = time.Now
+// NewClient wraps client (which carries TLS settings, timeouts, the request
+// limiter and the redirect policy). own are the verifier's own credentials
+// (nil: none).
+func NewClient(client *http.Client, own *Store) *Client {
+	rt := client.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
 	}
-	return &Authenticator{client: client, store: store, now: now, tokens: map[authKey]cachedAuth{}}
+	check := client.CheckRedirect
+	if check == nil {
+		check = verify.CheckRedirect
+	}
+	// ggcr's token requests use an http.Client of its own, which would
+	// follow redirects to public hosts: refuse any 3xx leaving a request's
+	// origin below every client, so the realm named by the challenge is the
+	// only other host contacted and a redirect from it is refused.
+	return &Client{
+		base:       verify.RefuseCrossOriginRedirects(rt),
+		check:      check,
+		own:        own,
+		transports: map[authKey]http.RoundTripper{},
+	}
 }
+
+// ErrUnauthorized reports that the server would not accept what we presented.
+var ErrUnauthorized = errors.New("unauthorized")
 
 // Do sends req (a GET without body) with whatever authorization is known for
-// its host and target scope, handling one 401 challenge.
-func (a *Authenticator) Do(req *http.Request, target Target) (*http.Response, error) {
-	key := authKey{host: req.URL.Host, scope: target.Scope}
-	if h, ok := a.cached(key); ok {
-		req = cloneWith(req, h)
+// its host, target scope and credential, handling one 401 challenge.
+func (c *Client) Do(req *http.Request, target Target) (*http.Response, error) {
+	ctx := req.Context()
+	auth, cred, err := c.authenticator(ctx, req.URL.Host, target)
+	if err != nil {
+		return nil, err
 	}
-	resp, err := a.client.Do(req)
+	key := authKey{host: req.URL.Host, scope: target.Scope, cred: cred}
+	rt := c.cached(key)
+	if rt == nil {
+		rt = c.base
+	}
+	resp, err := c.send(rt, req)
 	if err != nil {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusUnauthorized {
 		return resp, nil
 	}
+	// A 401 through a kept transport means its token or credentials no
+	// longer do (ggcr's bearer transport has already tried a new token):
+	// start over from this challenge.
+	c.forget(key)
 	challenge := resp.Header.Get("WWW-Authenticate")
 	drain(resp)
-	scheme, params := parseChallenge(challenge)
-	creds, haveCreds := a.store.Lookup(target.Hosts...)
-	var header string
-	var expires time.Time
-	switch scheme {
-	case "bearer":
-		tok, exp, err := a.fetchToken(req, params, target.Scope, creds, haveCreds)
-		if err != nil {
-			return nil, err
-		}
-		header, expires = "Bearer "+tok, exp
-	case "basic":
-		if !haveCreds {
-			return nil, fmt.Errorf("%s requires credentials and none are configured: %w", redact(req.URL), ErrUnauthorized)
-		}
-		header, expires = basicHeader(creds), a.now().Add(24*time.Hour)
-	default:
-		return nil, fmt.Errorf("%s answered 401 without a usable challenge (%q): %w", redact(req.URL), truncate(challenge, 200), ErrUnauthorized)
+	rt, err = c.answer(ctx, req.URL, challenge, auth, target.Scope)
+	if err != nil {
+		return nil, err
 	}
-	a.store1(key, cachedAuth{header: header, expires: expires})
-	resp, err = a.client.Do(cloneWith(req, header))
+	resp, err = c.send(rt, req)
 	if err != nil {
 		return nil, err
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
 		drain(resp)
-		a.forget(key)
 		return nil, fmt.Errorf("%s refused the credentials: %w", redact(req.URL), ErrUnauthorized)
 	}
+	c.keep(key, rt)
 	return resp, nil
 }
 
-// ErrUnauthorized reports that the server would not accept what we presented.
-var ErrUnauthorized = errors.New("unauthorized")
-
-func (a *Authenticator) cached(k authKey) (string, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	c, ok := a.tokens[k]
-	if !ok || !a.now().Before(c.expires) {
-		return "", false
-	}
-	return c.header, true
+func (c *Client) send(rt http.RoundTripper, req *http.Request) (*http.Response, error) {
+	hc := &http.Client{Transport: rt, CheckRedirect: c.check}
+	return hc.Do(req.Clone(req.Context()))
 }
 
-func (a *Authenticator) store1(k authKey, c cachedAuth) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(a.tokens) > 10000 {
-		// Bounded memory: the key space is hosts × repositories in the policy,
-		// so reaching this means churn; start over rather than grow.
-		clear(a.tokens)
+// authenticator picks the credential to present: the verifier's own for the
+// image's registry, then for the server's host, then the subject's keychain
+// when the server is the image's registry. cred identifies the credential
+// (a hash of what it authorizes with; "" for anonymous).
+func (c *Client) authenticator(ctx context.Context, host string, t Target) (authn.Authenticator, string, error) {
+	var hosts []string
+	if t.Registry != "" {
+		hosts = append(hosts, t.Registry)
 	}
-	a.tokens[k] = c
-}
-
-func (a *Authenticator) forget(k authKey) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	delete(a.tokens, k)
-}
-
-func (a *Authenticator) fetchToken(orig *http.Request, params map[string]string, scope string, creds Basic, haveCreds bool) (string, time.Time, error) {
-	realm, err := url.Parse(params["realm"])
-	if err != nil || realm.Host == "" {
-		return "", time.Time{}, fmt.Errorf("%s: bearer challenge has no usable realm: %w", redact(orig.URL), ErrUnauthorized)
-	}
-	// Never send credentials in clear text unless the registry itself is
-	// plain HTTP (an explicitly insecure setup).
-	if realm.Scheme != "https" && !(realm.Scheme == "http" && orig.URL.Scheme == "http") {
-		return "", time.Time{}, fmt.Errorf("%s: token realm %s is not https: %w", redact(orig.URL), redact(realm), ErrUnauthorized)
-	}
-	q := realm.Query()
-	if s := params["service"]; s != "" {
-		q.Set("service", s)
-	}
-	if s := params["scope"]; s != "" {
-		for _, one := range strings.Fields(s) {
-			q.Add("scope", one)
+	hosts = append(hosts, host)
+	auth := authn.Anonymous
+	if cfg, ok := c.own.Lookup(hosts...); ok {
+		auth = authn.FromConfig(cfg)
+	} else if t.Keychain != nil && t.Registry != "" && sameHost(t.Registry, host) {
+		reg, err := name.NewRegistry(t.Registry, name.WeakValidation)
+		if err != nil {
+			return nil, "", fmt.Errorf("credentials for %s: %w", t.Registry, err)
 		}
-	} else if scope != "" {
-		q.Set("scope", scope)
+		a, err := authn.Resolve(ctx, t.Keychain, reg)
+		if err != nil {
+			return nil, "", fmt.Errorf("credentials for %s: %w", t.Registry, err)
+		}
+		auth = a
 	}
-	realm.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(orig.Context(), http.MethodGet, realm.String(), nil)
+	if auth == authn.Anonymous {
+		return auth, "", nil
+	}
+	cfg, err := authn.Authorization(ctx, auth)
 	if err != nil {
-		return "", time.Time{}, fmt.Errorf("token request: %w", err)
+		return nil, "", fmt.Errorf("credentials for %s: %w", host, err)
 	}
-	if haveCreds {
-		req.Header.Set("Authorization", basicHeader(creds))
+	if *cfg == (authn.AuthConfig{}) {
+		return authn.Anonymous, "", nil
 	}
-	resp, err := a.client.Do(req)
-	if err != nil {
-		return "", time.Time{}, fmt.Errorf("fetch token from %s: %w", redact(realm), err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenResponse+1))
-	if err != nil {
-		return "", time.Time{}, fmt.Errorf("fetch token from %s: %w", redact(realm), err)
-	}
-	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-		return "", time.Time{}, fmt.Errorf("token endpoint %s refused the credentials (%s): %w", redact(realm), resp.Status, ErrUnauthorized)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", time.Time{}, &StatusError{URL: redact(realm), Code: resp.StatusCode, Status: resp.Status}
-	}
-	if len(body) > maxTokenResponse {
-		return "", time.Time{}, fmt.Errorf("token from %s: response larger than %d bytes", redact(realm), maxTokenResponse)
-	}
-	var tr struct {
-		Token       string `json:"token"`
-		AccessToken string `json:"access_token"`
-		ExpiresIn   int    `json:"expires_in"`
-	}
-	if err := json.Unmarshal(body, &tr); err != nil {
-		return "", time.Time{}, fmt.Errorf("token from %s: %w", redact(realm), err)
-	}
-	tok := tr.Token
-	if tok == "" {
-		tok = tr.AccessToken
-	}
-	if tok == "" {
-		return "", time.Time{}, fmt.Errorf("token from %s: empty token", redact(realm))
-	}
-	life := time.Duration(tr.ExpiresIn) * time.Second
-	if life <= 0 {
-		life = 60 * time.Second // the spec's default
-	}
-	// Renew a little early so a token never expires in flight.
-	if life > 20*time.Second {
-		life -= 10 * time.Second
-	}
-	return tok, a.now().Add(life), nil
+	b, _ := json.Marshal(cfg)
+	sum := sha256.Sum256(b)
+	return auth, hex.EncodeToString(sum[:]), nil
 }
 
-// StatusError is an unexpected HTTP status from a server.
-type StatusError struct {
-	URL    string
-	Code   int
-	Status string
+// answer builds the transport that meets challenge (a 401's
+// WWW-Authenticate) for u's host: a bearer token from the realm through
+// ggcr's token flow, or Basic credentials.
+func (c *Client) answer(ctx context.Context, u *url.URL, challenge string, auth authn.Authenticator, scope string) (http.RoundTripper, error) {
+	scheme, params := parseChallenge(challenge)
+	reg, err := name.NewRegistry(u.Host, name.WeakValidation)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", redact(u), err)
+	}
+	pr := &transport.Challenge{Scheme: scheme, Parameters: params, Insecure: u.Scheme == "http"}
+	switch scheme {
+	case "bearer":
+		var scopes []string
+		if scope != "" {
+			scopes = []string{scope}
+		}
+		if s := params["scope"]; s != "" && s != scope {
+			// What the server says it wants, first: some token servers
+			// read only the first scope.
+			scopes = append(strings.Fields(s), scopes...)
+		}
+		tok, err := transport.Exchange(ctx, reg, auth, c.base, scopes, pr)
+		if err != nil {
+			return nil, tokenError(u, params["realm"], err)
+		}
+		if tok.Token == "" {
+			tok.Token = tok.AccessToken // some token servers answer access_token only
+		}
+		return transport.FromToken(reg, auth, c.base, pr, tok)
+	case "basic":
+		if auth == authn.Anonymous {
+			return nil, fmt.Errorf("%s requires credentials and none are configured: %w", redact(u), ErrUnauthorized)
+		}
+		return transport.FromToken(reg, auth, c.base, pr, nil)
+	default:
+		return nil, fmt.Errorf("%s answered 401 without a usable challenge (%q): %w", redact(u), truncate(challenge, 200), ErrUnauthorized)
+	}
 }
 
-func (e *StatusError) Error() string { return fmt.Sprintf("%s answered %s", e.URL, e.Status) }
-
-func basicHeader(b Basic) string {
-	req := http.Request{Header: http.Header{}}
-	req.SetBasicAuth(b.Username, b.Password)
-	return req.Header.Get("Authorization")
+// tokenError says why a token could not be had: the token endpoint's
+// refusal is ErrUnauthorized (access denied), anything else (a redirect
+// refused, a realm refused, a server error, a timeout) keeps its cause.
+func tokenError(u *url.URL, realm string, err error) error {
+	where := realm
+	if r, perr := url.Parse(realm); perr == nil {
+		where = redact(r)
+	}
+	var te *transport.Error
+	if errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) {
+		return fmt.Errorf("token endpoint %s refused the credentials (%d): %w", where, te.StatusCode, ErrUnauthorized)
+	}
+	return fmt.Errorf("fetch token from %s for %s: %w", where, redact(u), err)
 }
 
-func cloneWith(req *http.Request, authorization string) *http.Request {
-	r := req.Clone(req.Context())
-	r.Header.Set("Authorization", authorization)
-	return r
+func (c *Client) cached(k authKey) http.RoundTripper {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.transports[k]
+}
+
+func (c *Client) keep(k authKey, rt http.RoundTripper) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.transports) >= maxTransports {
+		clear(c.transports)
+	}
+	c.transports[k] = rt
+}
+
+func (c *Client) forget(k authKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.transports, k)
+}
+
+// sameHost compares two host[:port] the way credentials are keyed.
+func sameHost(a, b string) bool { return normalizeHost(a) == normalizeHost(b) }
+
+// keychainKey carries a subject's keychain through a context, for callers
+// whose request path is shared with code that takes no subject.
+type keychainKey struct{}
+
+// WithKeychain returns ctx carrying kc.
+func WithKeychain(ctx context.Context, kc authn.Keychain) context.Context {
+	if kc == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, keychainKey{}, kc)
+}
+
+// KeychainFrom returns the keychain WithKeychain put in ctx, or nil.
+func KeychainFrom(ctx context.Context) authn.Keychain {
+	kc, _ := ctx.Value(keychainKey{}).(authn.Keychain)
+	return kc
 }
 
 func drain(resp *http.Response) {
@@ -231,7 +286,8 @@ func drain(resp *http.Response) {
 }
 
 // parseChallenge parses `Scheme k="v",k2=v2` into a lower-case scheme and
-// its parameters; quoted values may contain commas.
+// its parameters; quoted values may contain commas. (ggcr's parser is
+// internal to its module.)
 func parseChallenge(h string) (string, map[string]string) {
 	h = strings.TrimSpace(h)
 	scheme, rest, _ := strings.Cut(h, " ")

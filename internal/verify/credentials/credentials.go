@@ -1,6 +1,8 @@
-// Package credentials loads registry credentials from a verifier's
-// configuration (environment variables or a Docker config.json) so that the
-// notaryv1 and acrSignedTag verifiers read them the same way.
+// Package credentials loads a verifier's own registry credentials from its
+// configuration (environment variables or a Docker config.json) and sends
+// the notaryv1 and acrSignedTag verifiers' requests with them, or with the
+// subject's authn keychain, through go-containerregistry's token flow
+// (Client).
 package credentials
 
 import (
@@ -11,6 +13,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/trustgate-dev/trustgate/internal/imageref"
 	"github.com/trustgate-dev/trustgate/internal/verify"
@@ -24,19 +28,13 @@ type Config struct {
 	DockerConfig string `json:"dockerConfig,omitempty"`
 }
 
-// Basic is a username/password pair.
-type Basic struct {
-	Username string
-	Password string
-}
-
 // Store answers which credentials to present to a host. The zero value
 // (and a nil *Store) is anonymous.
 type Store struct {
 	// static applies to every host (from environment variables).
-	static *Basic
+	static *authn.AuthConfig
 	// byHost comes from a Docker config's "auths", keyed by bare host[:port].
-	byHost map[string]Basic
+	byHost map[string]authn.AuthConfig
 }
 
 // maxDockerConfig bounds how much of a Docker config file is read.
@@ -68,7 +66,7 @@ func Load(cfg *Config, baseDir string, getenv func(string) string) (*Store, erro
 		if pass == "" {
 			return nil, fmt.Errorf("credentials.passwordEnv: environment variable %s is empty or unset", cfg.PasswordEnv)
 		}
-		return &Store{static: &Basic{Username: user, Password: pass}}, nil
+		return &Store{static: &authn.AuthConfig{Username: user, Password: pass}}, nil
 	case cfg.DockerConfig != "":
 		byHost, err := readDockerConfig(verify.ResolvePath(baseDir, cfg.DockerConfig))
 		if err != nil {
@@ -89,7 +87,7 @@ type dockerConfigFile struct {
 	} `json:"auths"`
 }
 
-func readDockerConfig(path string) (map[string]Basic, error) {
+func readDockerConfig(path string) (map[string]authn.AuthConfig, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
@@ -106,9 +104,9 @@ func readDockerConfig(path string) (map[string]Basic, error) {
 	if err := json.Unmarshal(data, &cf); err != nil {
 		return nil, fmt.Errorf("parse %s: %w", path, err)
 	}
-	out := make(map[string]Basic, len(cf.Auths))
+	out := make(map[string]authn.AuthConfig, len(cf.Auths))
 	for key, a := range cf.Auths {
-		b := Basic{Username: a.Username, Password: a.Password}
+		b := authn.AuthConfig{Username: a.Username, Password: a.Password}
 		if a.Auth != "" {
 			raw, err := base64.StdEncoding.DecodeString(a.Auth)
 			if err != nil {
@@ -118,14 +116,13 @@ func readDockerConfig(path string) (map[string]Basic, error) {
 			if !ok {
 				return nil, fmt.Errorf("parse %s: auths[%q].auth: not user:password", path, key)
 			}
-			b = Basic{Username: user, Password: pass}
+			b.Username, b.Password = user, pass
 		}
-		if b.Username == "" && a.IdentityToken != "" {
-			// Identity (refresh) tokens need an OAuth2 exchange that trustgate
-			// does not implement; say so rather than silently going anonymous.
-			return nil, fmt.Errorf("parse %s: auths[%q]: identitytoken entries are not supported, use username/password", path, key)
-		}
-		if b.Username == "" && b.Password == "" {
+		// An identity (refresh) token is exchanged for an access token
+		// through the realm's OAuth2 endpoint by ggcr's token flow (ACR's
+		// `az acr login` writes these).
+		b.IdentityToken = a.IdentityToken
+		if b.Username == "" && b.Password == "" && b.IdentityToken == "" {
 			continue
 		}
 		out[normalizeHost(key)] = b
@@ -154,9 +151,9 @@ func normalizeHost(key string) string {
 // Lookup returns the credentials for the first of hosts that has some.
 // Docker's convention is to present the image registry's credentials to its
 // notary server as well, so callers pass the registry first.
-func (s *Store) Lookup(hosts ...string) (Basic, bool) {
+func (s *Store) Lookup(hosts ...string) (authn.AuthConfig, bool) {
 	if s == nil {
-		return Basic{}, false
+		return authn.AuthConfig{}, false
 	}
 	if s.static != nil {
 		return *s.static, true
@@ -166,7 +163,7 @@ func (s *Store) Lookup(hosts ...string) (Basic, bool) {
 			return b, true
 		}
 	}
-	return Basic{}, false
+	return authn.AuthConfig{}, false
 }
 
 // Anonymous reports whether the store never presents credentials.

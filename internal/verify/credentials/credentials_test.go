@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
 )
 
 func TestLoad(t *testing.T) {
@@ -26,22 +28,22 @@ func TestLoad(t *testing.T) {
 		name    string
 		cfg     *Config
 		hosts   []string
-		want    Basic
+		want    authn.AuthConfig
 		wantOK  bool
 		wantErr string
 	}{
 		{name: "nil is anonymous", cfg: nil, hosts: []string{"r.io"}},
-		{name: "env", cfg: &Config{UsernameEnv: "U", PasswordEnv: "P"}, hosts: []string{"any.io"}, want: Basic{"erin", "pw2"}, wantOK: true},
+		{name: "env", cfg: &Config{UsernameEnv: "U", PasswordEnv: "P"}, hosts: []string{"any.io"}, want: authn.AuthConfig{Username: "erin", Password: "pw2"}, wantOK: true},
 		{name: "env unset", cfg: &Config{UsernameEnv: "U", PasswordEnv: "MISSING"}, wantErr: "credentials.passwordEnv: environment variable MISSING"},
 		{name: "env half", cfg: &Config{UsernameEnv: "U"}, wantErr: "must be set together"},
 		{name: "both kinds", cfg: &Config{UsernameEnv: "U", PasswordEnv: "P", DockerConfig: "config.json"}, wantErr: "not both"},
-		{name: "docker hub entry for docker.io", cfg: &Config{DockerConfig: "config.json"}, hosts: []string{"docker.io"}, want: Basic{"carol", "pa:ss"}, wantOK: true},
-		{name: "docker hub entry for registry-1.docker.io", cfg: &Config{DockerConfig: "config.json"}, hosts: []string{"registry-1.docker.io"}, want: Basic{"carol", "pa:ss"}, wantOK: true},
-		{name: "default https port is the same host", cfg: &Config{DockerConfig: "config.json"}, hosts: []string{"myreg.azurecr.io:443"}, want: Basic{"dave", "pw"}, wantOK: true},
-		{name: "fallback to second host", cfg: &Config{DockerConfig: "config.json"}, hosts: []string{"notary.example.com", "MyReg.azurecr.io"}, want: Basic{"dave", "pw"}, wantOK: true},
+		{name: "docker hub entry for docker.io", cfg: &Config{DockerConfig: "config.json"}, hosts: []string{"docker.io"}, want: authn.AuthConfig{Username: "carol", Password: "pa:ss"}, wantOK: true},
+		{name: "docker hub entry for registry-1.docker.io", cfg: &Config{DockerConfig: "config.json"}, hosts: []string{"registry-1.docker.io"}, want: authn.AuthConfig{Username: "carol", Password: "pa:ss"}, wantOK: true},
+		{name: "default https port is the same host", cfg: &Config{DockerConfig: "config.json"}, hosts: []string{"myreg.azurecr.io:443"}, want: authn.AuthConfig{Username: "dave", Password: "pw"}, wantOK: true},
+		{name: "fallback to second host", cfg: &Config{DockerConfig: "config.json"}, hosts: []string{"notary.example.com", "MyReg.azurecr.io"}, want: authn.AuthConfig{Username: "dave", Password: "pw"}, wantOK: true},
 		{name: "unknown host", cfg: &Config{DockerConfig: "config.json"}, hosts: []string{"r.io"}},
 		{name: "bad auth", cfg: &Config{DockerConfig: "bad.json"}, wantErr: "not base64"},
-		{name: "identity token", cfg: &Config{DockerConfig: "idtoken.json"}, wantErr: "identitytoken"},
+		{name: "identity token", cfg: &Config{DockerConfig: "idtoken.json"}, hosts: []string{"r.io"}, want: authn.AuthConfig{IdentityToken: "abc"}, wantOK: true},
 		{name: "missing file", cfg: &Config{DockerConfig: "nope.json"}, wantErr: "credentials.dockerConfig: read"},
 	}
 	for _, tc := range tests {

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+
 	"github.com/trustgate-dev/trustgate/internal/verify"
 )
 
@@ -36,6 +38,9 @@ func TestTokenFlowHosts(t *testing.T) {
 		w.Write([]byte(`{"token":"t1"}`))
 	}))
 	defer realm.Close()
+	// The realm is named, not an IP literal: ggcr refuses a realm on
+	// another host at a loopback or private address (SSRF guard).
+	realmURL := strings.Replace(realm.URL, "127.0.0.1", "localhost", 1)
 	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		realmPath := "/token"
 		if r.URL.Path == "/bouncing-realm" {
@@ -46,7 +51,7 @@ func TestTokenFlowHosts(t *testing.T) {
 			return
 		}
 		if r.Header.Get("Authorization") != "Bearer t1" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm.URL+realmPath+`",service="notary"`)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+realmURL+realmPath+`",service="notary"`)
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
@@ -58,10 +63,10 @@ func TestTokenFlowHosts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := &Store{static: &Basic{Username: "alice", Password: "pw"}}
+	store := &Store{static: &authn.AuthConfig{Username: "alice", Password: "pw"}}
 	get := func(path string) (*http.Response, error) {
 		req, _ := http.NewRequest(http.MethodGet, server.URL+path, nil)
-		return NewAuthenticator(client, store, nil).Do(req, Target{Scope: "repository:r:pull"})
+		return NewClient(client, store).Do(req, Target{Scope: "repository:r:pull"})
 	}
 
 	resp, err := get("/ok")

@@ -20,7 +20,7 @@ var errNotFound = errors.New("not found")
 // fetcher downloads metadata files of one notary server.
 type fetcher struct {
 	base       string // server URL without trailing slash
-	auth       *credentials.Authenticator
+	auth       *credentials.Client
 	reqTimeout time.Duration
 	// seen is what the server's answers have shown so far; nil when not
 	// watched (then nothing is sent in parallel).
@@ -84,7 +84,8 @@ func (w *traitWatch) RoundTrip(req *http.Request) (*http.Response, error) {
 // fetchRole GETs {server}/v2/{gun}/_trust/tuf/{role}.json, reading at most
 // limit bytes; a longer body is an error, never silently truncated.
 // registry is the image's registry host, whose credentials Docker presents
-// to its notary server.
+// to its notary server; the subject's keychain rides in ctx
+// (credentials.WithKeychain).
 func (f *fetcher) fetchRole(ctx context.Context, gun, registry, role string, limit int64) ([]byte, error) {
 	what := fmt.Sprintf("fetch %s.json for %s", role, gun)
 	u := f.base + "/v2/" + gun + "/_trust/tuf/" + role + ".json"
@@ -96,8 +97,9 @@ func (f *fetcher) fetchRole(ctx context.Context, gun, registry, role string, lim
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := f.auth.Do(req, credentials.Target{
-		Scope: "repository:" + gun + ":pull",
-		Hosts: []string{registry, req.URL.Host},
+		Scope:    "repository:" + gun + ":pull",
+		Registry: registry,
+		Keychain: credentials.KeychainFrom(ctx),
 	})
 	if err != nil {
 		if errors.Is(err, credentials.ErrUnauthorized) {

@@ -32,7 +32,7 @@ func FetchRootKeys(ctx context.Context, server, gun, caFile string) ([]string, e
 	if err != nil {
 		return nil, err
 	}
-	f := &fetcher{base: trimServer(u.String()), auth: credentials.NewAuthenticator(client, &credentials.Store{}, nil), reqTimeout: 30 * time.Second}
+	f := &fetcher{base: trimServer(u.String()), auth: credentials.NewClient(client, &credentials.Store{}), reqTimeout: 30 * time.Second}
 	raw, err := f.fetchRole(ctx, gun, "", tuf.RoleRoot, DefaultMaxMetadataBytes)
 	if errors.Is(err, errNotFound) {
 		return nil, fmt.Errorf("%s has no trust data on %s", gun, f.base)

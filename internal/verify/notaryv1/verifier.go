@@ -82,7 +82,7 @@ func New(name string, cfg Config, deps verify.Deps, opts ...Option) (*Verifier, 
 		cfg:  s,
 		fetch: &fetcher{
 			base:       trimServer(s.server.String()),
-			auth:       credentials.NewAuthenticator(client, s.creds, o.now),
+			auth:       credentials.NewClient(client, s.creds),
 			reqTimeout: timeout,
 			seen:       traits,
 		},
@@ -146,7 +146,9 @@ func (v *Verifier) BindsTags() bool { return true }
 // a tag resolves to its signed digest; with a digest (in the reference or in
 // s.Digest) that digest must be the signed one.
 func (v *Verifier) Verify(ctx context.Context, s verify.Subject) (*verify.Result, error) {
-	res, err := v.verify(ctx, s.Reference())
+	// The subject's keychain (pull secrets) travels in the context down to
+	// the fetcher, through the shared refresh, which keeps ctx's values.
+	res, err := v.verify(credentials.WithKeychain(ctx, s.Keychain), s.Reference())
 	if err != nil {
 		return nil, fmt.Errorf("notaryv1 %s: %w", v.name, v.explainRetired(err))
 	}
