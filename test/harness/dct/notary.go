@@ -29,6 +29,10 @@ type NotaryOptions struct {
 	// server's own timestamp and snapshot keys are ECDSA (as Docker Hub and
 	// ACR have them) instead of the local trust service's ed25519.
 	ECDSAServerKeys bool
+	// Auth is notary-server's "auth" configuration block (e.g. token auth:
+	// {"type":"token","options":{realm, service, issuer, rootcertbundle}});
+	// nil serves anonymously.
+	Auth map[string]any
 }
 
 // NotaryServer is a running Debian notary-server with in-memory storage,
@@ -95,6 +99,9 @@ func StartNotaryServer(opts NotaryOptions) (*NotaryServer, error) {
 			"trust_service": trust,
 			"storage":       map[string]any{"backend": "memory"},
 			"logging":       map[string]any{"level": "info"},
+		}
+		if opts.Auth != nil {
+			cfg["auth"] = opts.Auth
 		}
 		cfgFile := filepath.Join(opts.Dir, "notary-server.json")
 		if err := writeJSON(cfgFile, cfg); err != nil {
