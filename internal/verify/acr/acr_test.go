@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+
 	"github.com/trustgate-dev/trustgate/internal/imageref"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 	"github.com/trustgate-dev/trustgate/internal/verify/credentials"
@@ -193,5 +195,38 @@ func TestFactoryConfig(t *testing.T) {
 				t.Fatalf("Factory error = %v, want %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// hostKeychain answers one credential for one registry host.
+type hostKeychain struct {
+	host string
+	cfg  authn.AuthConfig
+}
+
+func (k hostKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	if r.RegistryStr() != k.host {
+		return authn.Anonymous, nil
+	}
+	return authn.FromConfig(k.cfg), nil
+}
+
+// TestSubjectKeychain: without credentials of its own the verifier asks the
+// registry with the subject's keychain (the pod's pull secrets), through the
+// same token flow.
+func TestSubjectKeychain(t *testing.T) {
+	f := newFakeACR(t, true)
+	f.tags["demo/app:v1"] = map[string]any{"name": "v1", "digest": digestA, "signed": true}
+	ref := imageref.MustParse(f.host() + "/demo/app:v1")
+	v, err := New("acr", Config{Registry: f.host(), CAFile: f.caFile(t)}, verify.Deps{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := hostKeychain{host: f.host(), cfg: authn.AuthConfig{Username: "bob", Password: "pw"}}
+	if _, err := v.Verify(context.Background(), verify.Subject{Ref: ref, Keychain: kc}); err != nil {
+		t.Fatalf("Verify with the pod's pull secret: %v", err)
+	}
+	if _, err := v.Verify(context.Background(), verify.Subject{Ref: ref}); !errors.Is(err, verify.ErrUnavailable) {
+		t.Fatalf("Verify without credentials = %v, want ErrUnavailable", err)
 	}
 }
