@@ -12,27 +12,29 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	ch "github.com/trustgate-dev/trustgate/test/harness/cosign"
 )
 
-// auditPolicyText is the e2e policy with its DCT verifier marked deprecated
-// and an exempt namespace of its own; auditCandidateText is "the same policy
-// without DCT": what would break on the day the notary server goes away.
-func auditPolicyText(d *dctEnv) string {
+// auditPolicyText is the e2e policy in the middle of a migration: its DCT
+// verifier marked deprecated, a cosign verifier beside it, either enough
+// (require: any), and an exempt namespace of its own. auditCandidateText is
+// the same policy without DCT: what would break on the day the notary
+// server goes away.
+func auditPolicyText(d *dctEnv, cosignPub string) string {
 	p := policyText(d, "enforce", "deny")
 	p = strings.Replace(p, "exemptNamespaces: [e2e-exempt]", "exemptNamespaces: [e2e-audit-exempt]", 1)
-	return strings.Replace(p, "  type: notaryv1\n", "  type: notaryv1\n  deprecated: \"DCT is being retired; re-sign with Notation\"\n", 1)
+	p = strings.Replace(p, "  type: notaryv1\n", "  type: notaryv1\n  deprecated: \"DCT is being retired; re-sign with cosign\"\n", 1)
+	p = strings.Replace(p, "rules:\n", "- name: e2e-cosign\n  type: cosign\n  cosign: {keys: ["+cosignPub+"]}\nrules:\n", 1)
+	return strings.Replace(p, "  verify: [e2e-dct]\n", "  verify: [e2e-dct, e2e-cosign]\n  require: any\n", 1)
 }
 
-const auditCandidateText = `apiVersion: trustgate.dev/v1alpha1
-kind: Policy
-unmatched: deny
-exemptNamespaces: [e2e-audit-exempt]
-rules:
-- name: allowed-example
-  images: ["registry.allowed.example/**"]
-  action: allow
-  pinDigest: false
-`
+func auditCandidateText(d *dctEnv, cosignPub string) string {
+	p := auditPolicyText(d, cosignPub)
+	p = strings.Replace(p, "  verify: [e2e-dct, e2e-cosign]\n  require: any\n", "  verify: [e2e-cosign]\n", 1)
+	i, j := strings.Index(p, "- name: e2e-dct\n"), strings.Index(p, "- name: e2e-cosign\n")
+	return p[:i] + p[j:]
+}
 
 type auditJSON struct {
 	Rows []struct {
@@ -62,6 +64,30 @@ func TestClusterAudit(t *testing.T) {
 	bin := requireTrustgate(t)
 	dir := t.TempDir()
 
+	// Signed with cosign only, and with both DCT and cosign.
+	cli := ch.NewCLI(t)
+	cosignKey, pub, err := cli.GenerateKeyPair("audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cosignOnly, _, err := d.Registry.PushRandomImage("e2e/cosignonly", "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	both, size, err := d.Registry.PushRandomImage("e2e/app", "both")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Signer.Sign(d.GUN, "both", both, size); err != nil {
+		t.Fatal(err)
+	}
+	for _, dg := range []string{d.Registry.Repo("e2e/cosignonly") + "@" + cosignOnly, d.GUN + "@" + both} {
+		if err := cli.Sign(cosignKey, dg, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cosignOnlyRef, bothRef := d.Registry.Repo("e2e/cosignonly")+":v1", d.GUN+":both"
+
 	// Namespaces labelled trustgate.dev/exempt are skipped by every webhook
 	// registration, so objects are stored as written.
 	nss := []string{"e2e-audit-a", "e2e-audit-b", "e2e-audit-exempt"}
@@ -80,6 +106,8 @@ func TestClusterAudit(t *testing.T) {
 	create("e2e-audit-a", "signed-1", d.Signed.Ref)
 	create("e2e-audit-a", "signed-2", d.Signed.Ref)
 	create("e2e-audit-a", "allowed", "registry.allowed.example/tools/x:1")
+	create("e2e-audit-a", "both", bothRef)
+	create("e2e-audit-b", "cosign-only", cosignOnlyRef)
 	create("e2e-audit-b", "unsigned", d.UnsignedTag.Ref)
 	create("e2e-audit-b", "elsewhere", "evil.example/x:1")
 	create("e2e-audit-exempt", "unsigned", d.UnsignedTag.Ref)
@@ -89,10 +117,10 @@ func TestClusterAudit(t *testing.T) {
 
 	pol := filepath.Join(dir, "policy.yaml")
 	cand := filepath.Join(dir, "no-dct.yaml")
-	if err := os.WriteFile(pol, []byte(auditPolicyText(d)), 0o644); err != nil {
+	if err := os.WriteFile(pol, []byte(auditPolicyText(d, pub)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(cand, []byte(auditCandidateText), 0o644); err != nil {
+	if err := os.WriteFile(cand, []byte(auditCandidateText(d, pub)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	run := func(args ...string) (string, string, int) {
@@ -126,8 +154,8 @@ func TestClusterAudit(t *testing.T) {
 		t.Fatalf("audit -o json: %v\n%s", err, out)
 	}
 	// Pagination: one object per page means at least one page per object.
-	if !strings.Contains(stderr, "audit: 7 objects in") {
-		t.Errorf("stderr does not report 7 objects:\n%s", stderr)
+	if !strings.Contains(stderr, "audit: 9 objects in") {
+		t.Errorf("stderr does not report 9 objects:\n%s", stderr)
 	}
 	type key struct{ ns, kind, name, image string }
 	verdicts := map[key][2]string{}
@@ -136,9 +164,12 @@ func TestClusterAudit(t *testing.T) {
 			t.Fatalf("row %+v: want verdicts of both policies", r)
 		}
 		verdicts[key{r.Namespace, r.Kind, r.Name, r.Image}] = [2]string{r.Verdicts[0].Verdict, r.Verdicts[1].Verdict}
-		if r.Verdicts[0].Verdict == "admit" && r.Verdicts[0].Rule == "e2e-signed" {
-			if r.Verdicts[0].Digest == "" || len(r.Verdicts[0].Deprecated) != 1 {
-				t.Errorf("row %s/%s %s: admitted through DCT only, want digest and deprecated=[e2e-dct], got %+v", r.Namespace, r.Name, r.Image, r.Verdicts[0])
+		if v := r.Verdicts[0]; v.Verdict == "admit" && v.Rule == "e2e-signed" {
+			// Only what DCT alone admits is "deprecated only"; a digest
+			// is always proven.
+			dctOnly := strings.Join(v.Verifiers, ",") == "e2e-dct"
+			if v.Digest == "" || dctOnly != (strings.Join(v.Deprecated, ",") == "e2e-dct") {
+				t.Errorf("row %s/%s %s: verifiers %v, deprecated %v, digest %q", r.Namespace, r.Name, r.Image, v.Verifiers, v.Deprecated, v.Digest)
 			}
 		}
 	}
@@ -146,6 +177,8 @@ func TestClusterAudit(t *testing.T) {
 		{"e2e-audit-a", "Pod", "signed-1", d.Signed.Ref}:                        {"admit", "deny"},
 		{"e2e-audit-a", "Pod", "signed-2", d.Signed.Ref}:                        {"admit", "deny"},
 		{"e2e-audit-a", "Pod", "allowed", "registry.allowed.example/tools/x:1"}: {"admit", "admit"},
+		{"e2e-audit-a", "Pod", "both", bothRef}:                                 {"admit", "admit"},
+		{"e2e-audit-b", "Pod", "cosign-only", cosignOnlyRef}:                    {"admit", "admit"},
 		{"e2e-audit-b", "Pod", "unsigned", d.UnsignedTag.Ref}:                   {"deny", "deny"},
 		{"e2e-audit-b", "Pod", "elsewhere", "evil.example/x:1"}:                 {"deny", "deny"},
 		{"e2e-audit-b", "Deployment", "web", d.SignedOther.Ref}:                 {"admit", "deny"},
@@ -160,8 +193,21 @@ func TestClusterAudit(t *testing.T) {
 		t.Fatalf("summary: %+v", got.Summary)
 	}
 	cur, next := got.Summary[0], got.Summary[1]
-	if cur.Objects != 7 || cur.DeniedObjects != 2 || cur.ExemptObjects != 1 || cur.DeprecatedOnlyObjects != 3 {
-		t.Errorf("current policy summary %+v: want 7 objects, 2 denied, 1 exempt, 3 admitted through deprecated verifiers only", cur)
+	if cur.Objects != 9 || cur.DeniedObjects != 2 || cur.ExemptObjects != 1 || cur.DeprecatedOnlyObjects != 3 {
+		t.Errorf("current policy summary %+v: want 9 objects, 2 denied, 1 exempt, 3 admitted through deprecated verifiers only", cur)
+	}
+	// What breaks without DCT is exactly what only DCT admits today.
+	var onlyDCT, breaks []string
+	for _, r := range got.Rows {
+		if len(r.Verdicts[0].Deprecated) > 0 {
+			onlyDCT = append(onlyDCT, r.Namespace+"/"+r.Name)
+		}
+		if r.Verdicts[0].Verdict == "admit" && r.Verdicts[1].Verdict != "admit" {
+			breaks = append(breaks, r.Namespace+"/"+r.Name)
+		}
+	}
+	if strings.Join(onlyDCT, ",") != strings.Join(breaks, ",") || len(breaks) != 3 {
+		t.Errorf("admitted only through DCT: %v; denied by the candidate policy: %v; want the same three", onlyDCT, breaks)
 	}
 	if next.DeniedObjects != 5 {
 		t.Errorf("candidate summary %+v: want 5 denied once DCT is gone", next)

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -101,6 +102,8 @@ func TestReverification(t *testing.T) {
 	if got := events("loses"); got != "" {
 		t.Fatalf("events on a pod that still verifies: %q", got)
 	}
+	const denied = `trustgate_running_images{verdict="deny"}`
+	deniedBefore := gauge(t, m, denied)
 
 	if err := d.Signer.RemoveTarget(d.GUN, "revocable"); err != nil {
 		t.Fatal(err)
@@ -116,7 +119,22 @@ func TestReverification(t *testing.T) {
 	if got := strings.Count(events("loses"), "ImageNoLongerVerified"); got != 1 {
 		t.Errorf("%d ImageNoLongerVerified events after several passes, want 1", got)
 	}
-	if m := metrics(); !strings.Contains(m, `trustgate_running_images{verdict="deny"}`) {
-		t.Errorf("no running-images gauge for denies:\n%s", grepLines(m, "trustgate_running"))
+	// The gauge moves by the one image that lost its signature.
+	waitFor("the denied running-images gauge to move", func() bool { return gauge(t, metrics(), denied) == deniedBefore+1 })
+}
+
+// gauge reads one series' value from a Prometheus text exposition.
+func gauge(t *testing.T, exposition, series string) float64 {
+	t.Helper()
+	for _, l := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %v", series, err)
+			}
+			return f
+		}
 	}
+	t.Fatalf("no series %s in:\n%s", series, grepLines(exposition, "trustgate_running"))
+	return 0
 }
