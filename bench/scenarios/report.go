@@ -265,6 +265,8 @@ func (r *report) markdown() string {
 	fmt.Fprintln(&b, "Written by `hack/bench.sh` (`make bench`); do not edit by hand — rerun it. The harness is")
 	fmt.Fprintln(&b, "`bench/scenarios`; the load generator `bench/load` (`go run ./bench/load --help`), the floor server")
 	fmt.Fprintln(&b, "`bench/floor`, and the anchor `bench/anchor` (its own Go module, the notary client library).")
+	fmt.Fprintln(&b, "Sections between `<!-- NAME:begin -->` and `<!-- NAME:end -->` are written by their own benchmarks")
+	fmt.Fprintln(&b, "(each names its command) and kept as they are by a rerun.")
 	fmt.Fprintln(&b)
 	fmt.Fprintln(&b, "| | |")
 	fmt.Fprintln(&b, "|---|---|")
