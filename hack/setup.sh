@@ -2,12 +2,13 @@
 # Set-up from a bare Debian machine with Go: everything `make demo` and
 # `make test` need, installed when missing, quickly skipped when present.
 #
-#   hack/setup.sh            Debian packages, helm, kube-apiserver
+#   hack/setup.sh            Debian packages, helm, cosign, kube-apiserver
 #   hack/setup.sh --no-kube  the same without kube-apiserver (for `make image`-only use)
 #
 # What and how long (measured on 2 busy cores, see README "Quick start"):
 #   Debian packages notary, docker-registry, etcd-server           about 1.5 minutes (apt-get; sudo when not root)
 #   helm v4.3.2 (go install, cached in the cache's bin/)            2 minutes on idle cores, 16 when busy; once
+#   cosign CLI v3.1.3 for the cosign tests (go install, cached)     about 6 minutes, once
 #   kubectl v1.37.2 when none is on PATH (hack/tools/kubectl)       1-5 minutes, once
 #   kube-apiserver v1.37.2 (hack/kube-apiserver.sh, cached)        about 7-15 minutes, once
 # A second run finds everything and takes about a second.
@@ -20,6 +21,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/trustgate"
 gobin="$cache/bin"
 HELM_VERSION=v4.3.2
+COSIGN_VERSION=v3.1.3 # test/harness/cosign.Version
 KUBECTL_VERSION=v1.37.2
 kube=1
 [[ "${1:-}" == "--no-kube" ]] && kube=0
@@ -66,6 +68,15 @@ if [[ ! -x "$gobin/helm" || "$(cat "$gobin/helm.version" 2>/dev/null)" != "$HELM
 	say "helm built in $((SECONDS - t)) s"
 fi
 
+# The cosign CLI the cosign tests sign with (test/harness/cosign looks in the
+# same folder; it would install it itself, but here the cost shows as a step).
+if [[ ! -x "$gobin/cosign" ]]; then
+	say "building cosign $COSIGN_VERSION into $gobin with go install (about 6 minutes, once)"
+	t=$SECONDS
+	(cd "${TMPDIR:-/tmp}" && GOBIN="$gobin" GOFLAGS=-buildvcs=false go install "github.com/sigstore/cosign/v3/cmd/cosign@$COSIGN_VERSION" >&2)
+	say "cosign built in $((SECONDS - t)) s"
+fi
+
 # kubectl, when none is on PATH: built from the k8s.io/kubectl module (the
 # API server's version) by the shim module hack/tools/kubectl.
 if ! command -v kubectl >/dev/null 2>&1 && [[ ! -x "$gobin/kubectl" ]]; then
@@ -82,5 +93,5 @@ if ((kube)); then
 	"$root/hack/kube-apiserver.sh" >/dev/null
 fi
 
-say "ready in $((SECONDS - start)) s (helm and kube-apiserver cached in $cache)"
+say "ready in $((SECONDS - start)) s (helm, cosign and kube-apiserver cached in $cache)"
 echo "$gobin"
