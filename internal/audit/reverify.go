@@ -38,6 +38,9 @@ type Reverifier struct {
 	Walk     Walker
 	Events   EventSink // optional
 	Interval time.Duration
+	// Concurrency bounds pods judged at once (default 2): re-verification
+	// is background work and must leave upstream capacity to admissions.
+	Concurrency int
 	// EventBurst bounds Events per pass (default 20): a revoked base image
 	// must not flood the API server with one Event per pod.
 	EventBurst int
@@ -121,7 +124,11 @@ func (r *Reverifier) Pass(ctx context.Context) (PassResult, error) {
 			r.Engine.SetPolicy(p)
 		}
 	}
-	a := &Auditor{Judges: []Judge{{Name: "current", Engine: r.Engine}}}
+	conc := r.Concurrency
+	if conc <= 0 {
+		conc = 2
+	}
+	a := &Auditor{Judges: []Judge{{Name: "current", Engine: r.Engine}}, Concurrency: conc}
 	var pods []*workload.Object
 	uidOf := map[*workload.Object]string{}
 	err := r.Walk(ctx, func(objs []*workload.Object, uids []string) error {

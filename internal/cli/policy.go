@@ -44,6 +44,11 @@ func loadPolicyWith(l *policy.Loader, path string) (*policy.Policy, error) {
 // newEngine builds the decision engine for p, with a registry resolver that
 // uses the local docker credentials (pinning of `action: allow` rules).
 func newEngine(p *policy.Policy, m *metrics.Metrics, opts ...resolve.Option) *engine.Engine {
-	r := resolve.New(p.Settings.RequestTimeout, append([]resolve.Option{resolve.WithKeychain(authn.DefaultKeychain)}, opts...)...)
-	return engine.New(p, engine.WithResolver(r), engine.WithMetrics(m))
+	return newEngineWith(p, m, nil, opts...)
+}
+
+// newEngineWith is newEngine with engine options on top (bounds).
+func newEngineWith(p *policy.Policy, m *metrics.Metrics, eopts []engine.Option, ropts ...resolve.Option) *engine.Engine {
+	r := resolve.New(p.Settings.RequestTimeout, append([]resolve.Option{resolve.WithKeychain(authn.DefaultKeychain)}, ropts...)...)
+	return engine.New(p, append([]engine.Option{engine.WithResolver(r), engine.WithMetrics(m)}, eopts...)...)
 }

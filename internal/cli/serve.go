@@ -147,9 +147,12 @@ func runServe(cmd *cobra.Command, o serveOptions) error {
 	go watchPolicy(ctx, o.policyPath, o.reloadPeriod, loader, eng, m, log)
 	if o.reverify > 0 {
 		// Its own engine: its own cache (each pass re-verifies what expired)
-		// and no admission metrics, following the policy in force.
+		// and no admission metrics, following the policy in force. Its
+		// verifiers are the admission's, behind the same process-wide bound
+		// on upstream requests, so a pass is kept narrow (a few images at a
+		// time) and cannot crowd admissions out of that bound.
 		rv := &audit.Reverifier{
-			Engine:   newEngine(p, nil, ropts...),
+			Engine:   newEngineWith(p, nil, []engine.Option{engine.WithParallel(2), engine.WithMaxUpstream(4)}, ropts...),
 			Policy:   eng.Policy,
 			Walk:     runningPods(client),
 			Events:   inventory.EventRecorder(client, "trustgate"),
