@@ -16,7 +16,7 @@ import (
 	"github.com/trustgate-dev/trustgate/bench/loadgen"
 	"github.com/trustgate-dev/trustgate/internal/admission"
 	"github.com/trustgate-dev/trustgate/internal/engine"
-	"github.com/trustgate-dev/trustgate/internal/policy"
+	"github.com/trustgate-dev/trustgate/internal/testing/policytest"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 	"github.com/trustgate-dev/trustgate/internal/workload"
 )
@@ -71,13 +71,8 @@ type fixture struct {
 func newFixture(tb testing.TB) *fixture {
 	tb.Helper()
 	f := &fixture{verifier: &countingVerifier{}}
-	factories := map[string]verify.Factory{"fixed": func(string, json.RawMessage, verify.Deps) (verify.Verifier, error) {
-		return f.verifier, nil
-	}}
-	p, err := policy.Parse([]byte(policyDoc), "bench", factories, verify.Deps{})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	p := policytest.Parse(tb, "bench", policyDoc,
+		policytest.Scheme("fixed", func(string, verify.Deps) (verify.Verifier, error) { return f.verifier, nil }))
 	f.engine = engine.New(p)
 	opts := admission.Options{Evaluator: f.engine}
 	v, err := admission.NewValidating(opts)

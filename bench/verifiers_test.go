@@ -2,14 +2,13 @@ package bench_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/trustgate-dev/trustgate/internal/engine"
-	"github.com/trustgate-dev/trustgate/internal/policy"
 	"github.com/trustgate-dev/trustgate/internal/testing/notaryfake"
+	"github.com/trustgate-dev/trustgate/internal/testing/policytest"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 	"github.com/trustgate-dev/trustgate/internal/verify/acr"
 	"github.com/trustgate-dev/trustgate/internal/verify/notaryv1"
@@ -48,24 +47,18 @@ func BenchmarkTwoVerifiersCold(b *testing.B) {
 	image := gun + ":v1"
 
 	newEngine := func(verifiers, require string) *engine.Engine {
-		factories := map[string]verify.Factory{
-			"notaryv1": func(name string, _ json.RawMessage, deps verify.Deps) (verify.Verifier, error) {
-				return notaryv1.New(name, dctCfg, deps)
-			},
-			"acrSignedTag": func(name string, _ json.RawMessage, deps verify.Deps) (verify.Verifier, error) {
-				return acr.New(name, acr.Config{Registry: standIn.Host(), InsecureHTTP: true}, deps, nil)
-			},
-		}
+		dct := policytest.Scheme("notaryv1", func(name string, deps verify.Deps) (verify.Verifier, error) {
+			return notaryv1.New(name, dctCfg, deps)
+		})
+		acrScheme := policytest.Scheme("acrSignedTag", func(name string, deps verify.Deps) (verify.Verifier, error) {
+			return acr.New(name, acr.Config{Registry: standIn.Host(), InsecureHTTP: true}, deps, nil)
+		})
 		doc := fmt.Sprintf(`apiVersion: trustgate.dev/v1alpha1
 kind: Policy
 verifiers: [{name: dct, type: notaryv1}, {name: acr, type: acrSignedTag}]
 rules: [{name: r, images: ["%s/**"], verify: [%s], require: %s, pinDigest: false}]
 `, standIn.Host(), verifiers, require)
-		p, err := policy.Parse([]byte(doc), "bench", factories, verify.Deps{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return engine.New(p)
+		return engine.New(policytest.Parse(b, "bench", doc, dct, acrScheme))
 	}
 	cases := []struct{ name, verifiers, require string }{
 		{"dct", "dct", "all"},

@@ -9,8 +9,7 @@ import (
 
 	"github.com/trustgate-dev/trustgate/internal/engine"
 	"github.com/trustgate-dev/trustgate/internal/metrics"
-	"github.com/trustgate-dev/trustgate/internal/policy"
-	"github.com/trustgate-dev/trustgate/internal/verify"
+	"github.com/trustgate-dev/trustgate/internal/testing/policytest"
 )
 
 // These tests run the webhook with the real engine: what one decides and
@@ -18,10 +17,7 @@ import (
 
 func realEngine(t testing.TB, doc string, opts ...engine.Option) *engine.Engine {
 	t.Helper()
-	p, err := policy.Parse([]byte("apiVersion: trustgate.dev/v1alpha1\nkind: Policy\n"+doc), "test", map[string]verify.Factory{}, verify.Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := policytest.Parse(t, "test", "apiVersion: trustgate.dev/v1alpha1\nkind: Policy\n"+doc)
 	return engine.New(p, opts...)
 }
 

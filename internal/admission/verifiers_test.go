@@ -3,7 +3,6 @@ package admission
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,7 +14,7 @@ import (
 
 	"github.com/trustgate-dev/trustgate/internal/engine"
 	"github.com/trustgate-dev/trustgate/internal/metrics"
-	"github.com/trustgate-dev/trustgate/internal/policy"
+	"github.com/trustgate-dev/trustgate/internal/testing/policytest"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 )
 
@@ -74,13 +73,8 @@ func combinationEngine(t testing.TB) *engine.Engine {
 		"ok": {name: "ok", digest: testDigest}, "ok2": {name: "ok2", digest: testDigest}, "other": {name: "other", digest: otherDigest},
 		"unsigned": {name: "unsigned"}, "unsigned2": {name: "unsigned2"}, "down": {name: "down", down: true}, "dct": {name: "dct", digest: testDigest},
 	}
-	factories := map[string]verify.Factory{"stub": func(name string, _ json.RawMessage, _ verify.Deps) (verify.Verifier, error) {
-		return stubs[name], nil
-	}}
-	p, err := policy.Parse([]byte("apiVersion: trustgate.dev/v1alpha1\nkind: Policy\n"+combinationPolicy), "test", factories, verify.Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := policytest.Parse(t, "test", "apiVersion: trustgate.dev/v1alpha1\nkind: Policy\n"+combinationPolicy,
+		policytest.Scheme("stub", func(name string, _ verify.Deps) (verify.Verifier, error) { return stubs[name], nil }))
 	return engine.New(p)
 }
 

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"github.com/trustgate-dev/trustgate/internal/metrics"
 	"github.com/trustgate-dev/trustgate/internal/policy"
 	"github.com/trustgate-dev/trustgate/internal/resolve"
+	"github.com/trustgate-dev/trustgate/internal/testing/policytest"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 )
 
@@ -252,12 +252,6 @@ func newPolicyV(t testing.TB, doc string, vs ...verify.Verifier) *policy.Policy 
 	for _, v := range vs {
 		byName[v.Name()] = v
 	}
-	factories := map[string]verify.Factory{"notaryv1": func(name string, _ json.RawMessage, _ verify.Deps) (verify.Verifier, error) {
-		return byName[name], nil
-	}}
-	p, err := policy.Parse([]byte("apiVersion: trustgate.dev/v1alpha1\nkind: Policy\n"+doc), "test", factories, verify.Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return policytest.Parse(t, "test", "apiVersion: trustgate.dev/v1alpha1\nkind: Policy\n"+doc,
+		policytest.Scheme("notaryv1", func(name string, _ verify.Deps) (verify.Verifier, error) { return byName[name], nil }))
 }

@@ -83,7 +83,7 @@ rules:
     images: ["registry-1.docker.io/otherorg/*"]
     verify: [dct]
 `
-	p, err := Parse([]byte(doc), "p.yaml", factories, verify.Deps{})
+	p, err := parseWith([]byte(doc), "p.yaml", verify.Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -191,27 +191,6 @@ func (p *Policy) Match(ref imageref.Ref, ns string) *Rule {
 // Exempt reports whether objects in ns are not judged at all.
 func (p *Policy) Exempt(ns string) bool { return slices.Contains(p.ExemptNamespaces, ns) }
 
-// Load reads and builds the policy at path with verifiers made by factories
-// (one-shot; a server that reloads uses a Loader, which keeps verifiers
-// across policies). Relative file paths inside it resolve against its folder.
-func Load(path string, factories map[string]verify.Factory, deps verify.Deps) (*Policy, error) {
-	schemes, err := verify.FromFactories(factories)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	return NewLoader(schemes, deps).Load(path)
-}
-
-// Parse builds a policy from YAML (or JSON) data with verifiers made by
-// factories; source names it in errors.
-func Parse(data []byte, source string, factories map[string]verify.Factory, deps verify.Deps) (*Policy, error) {
-	schemes, err := verify.FromFactories(factories)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	return NewLoader(schemes, deps).Parse(data, source)
-}
-
 func parse(data []byte, b *verifierBuild) (*Policy, error) {
 	var f File
 	if err := yaml.UnmarshalStrict(data, &f); err != nil {

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -27,17 +26,35 @@ func (v *recordingVerifier) Verify(context.Context, verify.Subject) (*verify.Res
 	return nil, verify.ErrUntrusted
 }
 
-var factories = map[string]verify.Factory{
-	"notaryv1": func(name string, raw json.RawMessage, deps verify.Deps) (verify.Verifier, error) {
-		v := &recordingVerifier{name: name, baseDir: deps.BaseDir}
-		if err := verify.DecodeStrict(raw, &v.cfg); err != nil {
-			return nil, err
-		}
-		if v.cfg.Key == "bad" {
-			return nil, errors.New("rootKeys: bad key")
-		}
-		return v, nil
-	},
+// recordingConfig is the block of the test scheme "notaryv1".
+type recordingConfig struct {
+	Key string `json:"key"`
+}
+
+// recordingSchemes registers the recording verifier as type "notaryv1"
+// (the policies below use that name).
+var recordingSchemes = func() *verify.Registry {
+	r, err := verify.NewRegistry(verify.Scheme{
+		Type:   "notaryv1",
+		Config: func() any { return new(recordingConfig) },
+		New: func(name string, c any, deps verify.Deps) (verify.Verifier, error) {
+			v := &recordingVerifier{name: name, baseDir: deps.BaseDir}
+			v.cfg.Key = c.(*recordingConfig).Key
+			if v.cfg.Key == "bad" {
+				return nil, errors.New("rootKeys: bad key")
+			}
+			return v, nil
+		},
+	})
+	if err != nil {
+		panic(err)
+	}
+	return r
+}()
+
+// parseWith builds a policy with the recording scheme.
+func parseWith(data []byte, source string, deps verify.Deps) (*Policy, error) {
+	return NewLoader(recordingSchemes, deps).Parse(data, source)
 }
 
 const good = `
@@ -69,7 +86,7 @@ rules:
 `
 
 func TestParseGood(t *testing.T) {
-	p, err := Parse([]byte(good), "policy.yaml", factories, verify.Deps{BaseDir: "/etc/tg"})
+	p, err := parseWith([]byte(good), "policy.yaml", verify.Deps{BaseDir: "/etc/tg"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +176,7 @@ func TestParseErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse([]byte(tc.doc), "p.yaml", factories, verify.Deps{})
+			_, err := parseWith([]byte(tc.doc), "p.yaml", verify.Deps{})
 			if err == nil {
 				t.Fatalf("Parse succeeded, want error containing %q", tc.want)
 			}
@@ -181,7 +198,7 @@ func TestRequireSpellings(t *testing.T) {
 		if tc.require != "" {
 			doc += ", require: " + tc.require
 		}
-		p, err := Parse([]byte(doc+"}]\n"), "p.yaml", factories, verify.Deps{})
+		p, err := parseWith([]byte(doc+"}]\n"), "p.yaml", verify.Deps{})
 		if err != nil {
 			t.Fatalf("require %s: %v", tc.require, err)
 		}
@@ -197,19 +214,19 @@ func TestLoadResolvesBaseDir(t *testing.T) {
 	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p, err := Load(path, factories, verify.Deps{})
+	p, err := NewLoader(recordingSchemes, verify.Deps{}).Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := p.Verifiers["dct"].(*recordingVerifier).baseDir; got != dir {
 		t.Fatalf("BaseDir = %q, want %q", got, dir)
 	}
-	if _, err := Load(filepath.Join(dir, "missing.yaml"), factories, verify.Deps{}); !errors.Is(err, ErrInvalid) {
+	if _, err := NewLoader(recordingSchemes, verify.Deps{}).Load(filepath.Join(dir, "missing.yaml")); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("missing file: %v", err)
 	}
 	big := filepath.Join(dir, "big.yaml")
 	os.WriteFile(big, make([]byte, MaxPolicyBytes+10), 0o600)
-	if _, err := Load(big, factories, verify.Deps{}); err == nil || !strings.Contains(err.Error(), "larger than") {
+	if _, err := NewLoader(recordingSchemes, verify.Deps{}).Load(big); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("oversized policy: %v", err)
 	}
 }
@@ -218,7 +235,7 @@ func FuzzParsePolicy(f *testing.F) {
 	f.Add([]byte(good))
 	f.Add([]byte("apiVersion: trustgate.dev/v1alpha1\nkind: Policy\nrules: [{name: r, images: ['**'], action: allow, pinDigest: false}]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := Parse(data, "fuzz.yaml", factories, verify.Deps{})
+		p, err := parseWith(data, "fuzz.yaml", verify.Deps{})
 		if err != nil {
 			return
 		}

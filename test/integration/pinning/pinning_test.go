@@ -23,8 +23,7 @@ import (
 
 	"github.com/trustgate-dev/trustgate/internal/admission"
 	"github.com/trustgate-dev/trustgate/internal/engine"
-	"github.com/trustgate-dev/trustgate/internal/policy"
-	"github.com/trustgate-dev/trustgate/internal/verify"
+	"github.com/trustgate-dev/trustgate/internal/testing/policytest"
 	"github.com/trustgate-dev/trustgate/internal/verify/notaryv1"
 	harness "github.com/trustgate-dev/trustgate/test/harness/dct"
 )
@@ -92,11 +91,7 @@ verifiers:
 rules:
   - {name: team, images: [%q], verify: [dct]}
 `, e.counter.URL(), srv.CAFile(), rootKey, reg.Host()+"/team/**")
-	p, err := policy.Parse([]byte(doc), "pinning.yaml", map[string]verify.Factory{"notaryv1": notaryv1.Factory}, verify.Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng := engine.New(p)
+	eng := engine.New(policytest.Parse(t, "pinning.yaml", doc, notaryv1.Scheme))
 	opts := admission.Options{Evaluator: eng, Deadline: 8 * time.Second}
 	if e.validate, err = admission.NewValidating(opts); err != nil {
 		t.Fatal(err)
