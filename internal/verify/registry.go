@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -134,23 +133,3 @@ func Register(schemes ...Scheme) {
 
 // Registered returns the process's registry.
 func Registered() *Registry { return &registered }
-
-// FromFactories adapts Factory functions (the raw-JSON constructor form used
-// by tests and older callers) to a registry: each factory receives its block
-// as written and decodes it itself, strictly. Such schemes reference no files.
-func FromFactories(factories map[string]Factory) (*Registry, error) {
-	r := &Registry{}
-	for typ, f := range factories {
-		err := r.Register(Scheme{
-			Type:   typ,
-			Config: func() any { return new(json.RawMessage) },
-			New: func(name string, cfg any, deps Deps) (Verifier, error) {
-				return f(name, *cfg.(*json.RawMessage), deps)
-			},
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	return r, nil
-}

@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -68,23 +67,4 @@ func TestRegisterPanicsOnBadScheme(t *testing.T) {
 		}
 	}()
 	Register(Scheme{Type: "incomplete"})
-}
-
-func TestFromFactories(t *testing.T) {
-	var got json.RawMessage
-	r, err := FromFactories(map[string]Factory{"raw": func(name string, cfg json.RawMessage, _ Deps) (Verifier, error) {
-		got = cfg
-		return nil, errors.New("stop")
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, _ := r.Lookup("raw")
-	cfg := s.Config()
-	if err := DecodeStrict(json.RawMessage(`{"a":1}`), cfg); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.New("n", cfg, Deps{}); err == nil || string(got) != `{"a":1}` {
-		t.Fatalf("factory saw %s (err %v)", got, err)
-	}
 }

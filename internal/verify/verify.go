@@ -48,7 +48,7 @@ var (
 	ErrUnavailable = errors.New("verification could not complete")
 )
 
-// Deps carries what factories may need from the composition root.
+// Deps carries what verifier constructors may need from the composition root.
 type Deps struct {
 	// BaseDir resolves relative file paths in the verifier's configuration
 	// (the policy file's folder).
@@ -60,11 +60,6 @@ type Deps struct {
 	RequestTimeout time.Duration
 	Logger         *slog.Logger
 }
-
-// Factory builds a Verifier named name from its type-specific configuration
-// (the JSON of the policy's `<type>:` block). It must reject unknown fields
-// and bad values with an error that names the field.
-type Factory func(name string, config json.RawMessage, deps Deps) (Verifier, error)
 
 // DecodeStrict decodes a verifier's configuration, rejecting unknown fields.
 func DecodeStrict(config json.RawMessage, into any) error {

@@ -4,6 +4,7 @@ package policytest
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 
 	"github.com/trustgate-dev/trustgate/internal/policy"
@@ -36,4 +37,16 @@ func Parse(tb testing.TB, source, doc string, schemes ...verify.Scheme) *policy.
 		tb.Fatal(err)
 	}
 	return p
+}
+
+// Build builds one verifier of scheme s from its configuration block as
+// written, as the policy loader does (strict decoding into s.Config(), then
+// s.New), for tests of a scheme's configuration. A decoding error is
+// prefixed "<type> <name>: ", as the scheme's own errors are.
+func Build(s verify.Scheme, name string, block json.RawMessage, deps verify.Deps) (verify.Verifier, error) {
+	cfg := s.Config()
+	if err := verify.DecodeStrict(block, cfg); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", s.Type, name, err)
+	}
+	return s.New(name, cfg, deps)
 }

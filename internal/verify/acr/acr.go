@@ -56,19 +56,6 @@ type Verifier struct {
 
 var _ verify.Verifier = (*Verifier)(nil)
 
-// Factory is the verify.Factory for type "acrSignedTag".
-func Factory(name string, config json.RawMessage, deps verify.Deps) (verify.Verifier, error) {
-	var cfg Config
-	if err := verify.DecodeStrict(config, &cfg); err != nil {
-		return nil, fmt.Errorf("acrSignedTag %s: %w", name, err)
-	}
-	v, err := New(name, cfg, deps, nil)
-	if err != nil {
-		return nil, err
-	}
-	return v, nil
-}
-
 // New builds a Verifier; getenv may be nil (os.Getenv).
 func New(name string, cfg Config, deps verify.Deps, getenv func(string) string) (*Verifier, error) {
 	wrap := func(err error) error { return fmt.Errorf("acrSignedTag %s: %w", name, err) }

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/trustgate-dev/trustgate/internal/imageref"
+	"github.com/trustgate-dev/trustgate/internal/testing/policytest"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 	"github.com/trustgate-dev/trustgate/internal/verify/credentials"
 )
@@ -168,7 +169,7 @@ func TestTokenFlow(t *testing.T) {
 	}
 }
 
-func TestFactoryConfig(t *testing.T) {
+func TestSchemeConfig(t *testing.T) {
 	tests := []struct {
 		name, config, wantErr string
 	}{
@@ -181,10 +182,10 @@ func TestFactoryConfig(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			v, err := Factory("acr", json.RawMessage(tc.config), verify.Deps{BaseDir: t.TempDir()})
+			v, err := policytest.Build(Scheme, "acr", json.RawMessage(tc.config), verify.Deps{BaseDir: t.TempDir()})
 			if tc.wantErr == "" {
 				if err != nil {
-					t.Fatalf("Factory: %v", err)
+					t.Fatalf("build: %v", err)
 				}
 				if v.Type() != "acrSignedTag" || v.Name() != "acr" {
 					t.Errorf("Type, Name = %q, %q", v.Type(), v.Name())
@@ -192,7 +193,7 @@ func TestFactoryConfig(t *testing.T) {
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("Factory error = %v, want %q", err, tc.wantErr)
+				t.Fatalf("build error = %v, want %q", err, tc.wantErr)
 			}
 		})
 	}

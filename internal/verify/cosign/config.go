@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -365,13 +364,4 @@ func loadKey(baseDir, k string) (trustKey, error) {
 	}
 	sum := sha256.Sum256(der)
 	return trustKey{id: "sha256:" + hex.EncodeToString(sum[:]), verifier: v}, nil
-}
-
-// decode is the strict decoding used by Factory; errors name the field.
-func decode(raw json.RawMessage) (Config, error) {
-	var c Config
-	if err := verify.DecodeStrict(raw, &c); err != nil {
-		return c, err
-	}
-	return c, nil
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/trustgate-dev/trustgate/internal/testing/policytest"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 )
 
@@ -68,14 +69,14 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Factory("v", tc.config, verify.Deps{BaseDir: dir})
+			_, err := policytest.Build(Scheme, "v", tc.config, verify.Deps{BaseDir: dir})
 			switch {
 			case tc.wantErr == "" && err != nil:
-				t.Fatalf("Factory: %v, want success", err)
+				t.Fatalf("build: %v, want success", err)
 			case tc.wantErr != "" && err == nil:
-				t.Fatalf("Factory: success, want error containing %q", tc.wantErr)
+				t.Fatalf("build: success, want error containing %q", tc.wantErr)
 			case tc.wantErr != "" && !strings.Contains(err.Error(), tc.wantErr):
-				t.Fatalf("Factory: %v, want error containing %q", err, tc.wantErr)
+				t.Fatalf("build: %v, want error containing %q", err, tc.wantErr)
 			}
 		})
 	}

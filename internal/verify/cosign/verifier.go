@@ -27,7 +27,6 @@ package cosign
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -60,15 +59,6 @@ type Verifier struct {
 	idPolicy []sgverify.PolicyOption
 	pings    pings
 	noRefs   noReferrers
-}
-
-// Factory is the raw-JSON constructor (verify.Factory).
-func Factory(name string, config json.RawMessage, deps verify.Deps) (verify.Verifier, error) {
-	cfg, err := decode(config)
-	if err != nil {
-		return nil, fmt.Errorf("cosign %s: %w", name, err)
-	}
-	return New(name, cfg, deps)
 }
 
 // New builds a verifier from a decoded configuration.

@@ -8,7 +8,6 @@ package notaryv1
 
 import (
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -82,15 +81,6 @@ func WithMaxMetadataBytes(n int64) Option { return func(o *options) { o.maxMeta 
 
 // WithGetenv replaces os.Getenv for credentials.usernameEnv/passwordEnv.
 func WithGetenv(f func(string) string) Option { return func(o *options) { o.getenv = f } }
-
-// Factory is the verify.Factory for type "notaryv1".
-func Factory(name string, config json.RawMessage, deps verify.Deps) (verify.Verifier, error) {
-	var cfg Config
-	if err := verify.DecodeStrict(config, &cfg); err != nil {
-		return nil, fmt.Errorf("notaryv1 %s: %w", name, err)
-	}
-	return New(name, cfg, deps)
-}
 
 // settings is the validated form of Config.
 type settings struct {

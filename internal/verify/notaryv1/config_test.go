@@ -6,10 +6,11 @@ import (
 	"testing"
 
 	"github.com/trustgate-dev/trustgate/internal/testing/notaryfake"
+	"github.com/trustgate-dev/trustgate/internal/testing/policytest"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 )
 
-func TestFactoryConfig(t *testing.T) {
+func TestSchemeConfig(t *testing.T) {
 	key := notaryfake.GenerateKey("ecdsa-x509", testGUN).PublicPEM()
 	keyJSON, _ := json.Marshal(key)
 	tests := []struct {
@@ -37,10 +38,10 @@ func TestFactoryConfig(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			v, err := Factory("dct", json.RawMessage(tc.config), verify.Deps{BaseDir: t.TempDir()})
+			v, err := policytest.Build(Scheme, "dct", json.RawMessage(tc.config), verify.Deps{BaseDir: t.TempDir()})
 			if tc.wantErr == "" {
 				if err != nil {
-					t.Fatalf("Factory: %v", err)
+					t.Fatalf("build: %v", err)
 				}
 				if v.Name() != "dct" || v.Type() != "notaryv1" {
 					t.Errorf("Name, Type = %q, %q; want dct, notaryv1", v.Name(), v.Type())
@@ -48,10 +49,10 @@ func TestFactoryConfig(t *testing.T) {
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("Factory error = %v, want it to contain %q", err, tc.wantErr)
+				t.Fatalf("build error = %v, want it to contain %q", err, tc.wantErr)
 			}
 			if !strings.HasPrefix(err.Error(), "notaryv1 dct: ") {
-				t.Errorf("Factory error %q does not name the verifier", err)
+				t.Errorf("build error %q does not name the verifier", err)
 			}
 		})
 	}

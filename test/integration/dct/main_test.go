@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/trustgate-dev/trustgate/internal/imageref"
+	"github.com/trustgate-dev/trustgate/internal/testing/policytest"
 	"github.com/trustgate-dev/trustgate/internal/verify"
 	"github.com/trustgate-dev/trustgate/internal/verify/notaryv1"
 	harness "github.com/trustgate-dev/trustgate/test/harness/dct"
@@ -196,23 +197,25 @@ type config struct {
 // well under the test deadlines.
 func deps() verify.Deps { return verify.Deps{RequestTimeout: 3 * time.Second} }
 
-// newVerifier builds a verifier through the policy factory, as trustgate does.
+// newVerifier builds a verifier from its configuration block through the
+// notaryv1 scheme, as the policy loader does.
 func newVerifier(t testing.TB, c config) verify.Verifier {
 	t.Helper()
 	raw, err := json.Marshal(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := notaryv1.Factory("dct-test", raw, deps())
+	v, err := policytest.Build(notaryv1.Scheme, "dct-test", raw, deps())
 	if err != nil {
-		t.Fatalf("notaryv1.Factory(%s): %v", raw, err)
+		t.Fatalf("build notaryv1 from %s: %v", raw, err)
 	}
 	return v
 }
 
-// newFactory runs the policy factory on a raw config.
-func newFactory(raw []byte) (verify.Verifier, error) {
-	return notaryv1.Factory("dct-test", raw, deps())
+// newFromBlock builds a verifier from a raw configuration block through the
+// notaryv1 scheme.
+func newFromBlock(raw []byte) (verify.Verifier, error) {
+	return policytest.Build(notaryv1.Scheme, "dct-test", raw, deps())
 }
 
 // newTuned builds a verifier with explicit deps and options, for tests that

@@ -116,8 +116,8 @@ func TestRootTrust(t *testing.T) {
 	t.Run("neither pinned keys nor trust on first use", func(t *testing.T) {
 		t.Parallel()
 		raw := []byte(`{"server":"` + b.srv.URL() + `","caFile":"` + b.srv.CAFile() + `"}`)
-		if _, err := newFactory(raw); err == nil {
-			t.Fatal("Factory accepted a config that neither pins root keys nor enables trustOnFirstUse")
+		if _, err := newFromBlock(raw); err == nil {
+			t.Fatal("the notaryv1 scheme accepted a config that neither pins root keys nor enables trustOnFirstUse")
 		}
 	})
 }
