@@ -27,6 +27,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/trustgate-dev/trustgate/test/harness/proc"
 )
 
 const testCA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -438,44 +440,15 @@ func TestPushWithSBOM(t *testing.T) {
 	}
 }
 
-// sourceTree returns a pristine copy of the committed tree (`git archive
-// HEAD`, or the commit in IMAGEBUILD_TEST_COMMIT), so edits made while the
-// test runs cannot change what is built; outside a git checkout, the working
-// tree itself.
+// sourceTree returns a pristine copy of the committed tree, so edits made
+// while the test runs cannot change what is built (proc.CommittedTree).
 func sourceTree(t *testing.T) (dir, revision string) {
 	t.Helper()
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	commit := os.Getenv("IMAGEBUILD_TEST_COMMIT")
-	if commit == "" {
-		commit = "HEAD"
-	}
-	rev, err := git(root, "rev-parse", commit+"^{commit}")
-	if err != nil {
-		t.Logf("not a git checkout (%v): building the working tree", err)
-		return root, "unknown"
-	}
-	dir = t.TempDir()
-	archive := exec.Command("git", "archive", "--format=tar", rev)
-	archive.Dir = root
-	untar := exec.Command("tar", "-x", "-C", dir)
-	pipe, err := archive.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	untar.Stdin = pipe
-	if err := untar.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if err := archive.Run(); err != nil {
-		t.Fatalf("git archive %s: %v", rev, err)
-	}
-	if err := untar.Wait(); err != nil {
-		t.Fatalf("untar git archive: %v", err)
-	}
-	return dir, rev
+	return proc.CommittedTree(t, root)
 }
 
 // TestBuildReproducibleAndRuns is `make image` twice from one commit: the

@@ -19,6 +19,7 @@ import (
 	ch "github.com/trustgate-dev/trustgate/test/harness/cosign"
 	"github.com/trustgate-dev/trustgate/test/harness/kube"
 	nh "github.com/trustgate-dev/trustgate/test/harness/notation"
+	"github.com/trustgate-dev/trustgate/test/harness/proc"
 )
 
 // TestOwnImageAdmitted is the dogfood: trustgate's own image, built by
@@ -45,7 +46,7 @@ func TestOwnImageAdmitted(t *testing.T) {
 	repo := d.Registry.Repo(path)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	src, rev := committedTree(t, root)
+	src, rev := proc.CommittedTree(t, root)
 	cmd := exec.CommandContext(ctx, "go", "run", "./hack/imagebuild", "-src", src,
 		"-repo", repo+":"+tag, "-version", "v0.0.0-e2e", "-revision", rev, "-epoch", "1700000000",
 		"-platforms", "linux/amd64,linux/arm64")
@@ -208,42 +209,6 @@ verifiers:
 	if err == nil || !strings.Contains(stderr, "denied the request") {
 		t.Errorf("unsigned digest of trustgate's repository: err %v, stderr %q; want trustgate's denial", err, stderr)
 	}
-}
-
-// committedTree returns a copy of the committed tree (`git archive HEAD`, or
-// the commit in IMAGEBUILD_TEST_COMMIT), so the image is built from one commit
-// whatever is being edited meanwhile, and its revision; outside a git
-// checkout, the working tree.
-func committedTree(t *testing.T, root string) (dir, revision string) {
-	t.Helper()
-	commit := os.Getenv("IMAGEBUILD_TEST_COMMIT")
-	if commit == "" {
-		commit = "HEAD"
-	}
-	out, err := exec.Command("git", "-C", root, "rev-parse", commit+"^{commit}").Output()
-	if err != nil {
-		t.Logf("not a git checkout (%v): building the working tree", err)
-		return root, "unknown"
-	}
-	dir = t.TempDir()
-	revision = strings.TrimSpace(string(out))
-	archive := exec.Command("git", "-C", root, "archive", "--format=tar", revision)
-	untar := exec.Command("tar", "-x", "-C", dir)
-	pipe, err := archive.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	untar.Stdin = pipe
-	if err := untar.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if err := archive.Run(); err != nil {
-		t.Fatalf("git archive %s: %v", revision, err)
-	}
-	if err := untar.Wait(); err != nil {
-		t.Fatalf("untar git archive: %v", err)
-	}
-	return dir, revision
 }
 
 // baseWithImage builds deploy/base with an overlay that sets the image by
