@@ -206,10 +206,17 @@ func startServe(t *testing.T, policyFile string) *served {
 // mutate asks /mutate about a pod with one container running image.
 func (s *served) mutate(image string) (bool, string) {
 	s.t.Helper()
+	return askPod(s.t, s.client, "https://"+s.addr+"/mutate", image)
+}
+
+// askPod posts an AdmissionReview (uid "u") for a pod with one container
+// running image to url and returns the answer's verdict and message.
+func askPod(t *testing.T, client *http.Client, url, image string) (bool, string) {
+	t.Helper()
 	body := fmt.Sprintf(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"namespace":"default","operation":"CREATE","object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":%q}]}}}}`, image)
-	resp, err := s.client.Post("https://"+s.addr+"/mutate", "application/json", strings.NewReader(body))
+	resp, err := client.Post(url, "application/json", strings.NewReader(body))
 	if err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	var out struct {
@@ -222,7 +229,7 @@ func (s *served) mutate(image string) (bool, string) {
 		} `json:"response"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.Response.UID != "u" {
-		s.t.Fatalf("answer: %v %+v", err, out)
+		t.Fatalf("answer: %v %+v", err, out)
 	}
 	return out.Response.Allowed, out.Response.Status.Message
 }

@@ -5,8 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -85,26 +83,8 @@ func TestServe(t *testing.T) {
 
 	admit := func() (bool, string) {
 		t.Helper()
-		body := fmt.Sprintf(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"namespace":"default","operation":"CREATE","object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":%q}]}}}}`,
-			"reg.test/team/app:v1@"+signedDigest) // as /mutate pins it for /validate
-		resp, err := client.Post("https://"+addr+"/validate", "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out struct {
-			Response struct {
-				UID     string `json:"uid"`
-				Allowed bool   `json:"allowed"`
-				Status  struct {
-					Message string `json:"message"`
-				} `json:"status"`
-			} `json:"response"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.Response.UID != "u" {
-			t.Fatalf("answer: %v %+v", err, out)
-		}
-		return out.Response.Allowed, out.Response.Status.Message
+		// As /mutate pins it for /validate.
+		return askPod(t, client, "https://"+addr+"/validate", "reg.test/team/app:v1@"+signedDigest)
 	}
 	if ok, msg := admit(); !ok {
 		t.Fatalf("signed image denied: %s", msg)
