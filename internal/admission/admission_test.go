@@ -524,11 +524,7 @@ func TestMutatePinsEveryKind(t *testing.T) {
 						t.Errorf("%s = %v, want %s", p, got, want)
 					}
 				}
-				ann, _ := lookup(generic, "/metadata/annotations").(map[string]any)
-				var originals map[string]string
-				if err := json.Unmarshal([]byte(ann[OriginalImagesAnnotation].(string)), &originals); err != nil {
-					t.Fatalf("original-images annotation: %v", err)
-				}
+				originals := originalImages(t, generic)
 				wantOriginals := map[string]string{
 					prefix + "/containers/0/image":          "registry.example/app:1",
 					prefix + "/containers/1/image":          "registry.example/app:1",
@@ -541,6 +537,7 @@ func TestMutatePinsEveryKind(t *testing.T) {
 				if !reflect.DeepEqual(originals, wantOriginals) {
 					t.Errorf("original-images = %v, want %v", originals, wantOriginals)
 				}
+				ann, _ := lookup(generic, "/metadata/annotations").(map[string]any)
 				if metaName == "other annotations" && ann["team"] != "a/b" {
 					t.Errorf("existing annotation lost: %v", ann)
 				}
@@ -799,4 +796,17 @@ func TestConcurrentRequests(t *testing.T) {
 	if got := len(eng.requests()); got != n {
 		t.Errorf("engine saw %d requests, want %d", got, n)
 	}
+}
+
+// originalImages decodes the trustgate.dev/original-images annotation of a
+// patched object (decoded as generic JSON).
+func originalImages(t *testing.T, generic any) map[string]string {
+	t.Helper()
+	ann, _ := lookup(generic, "/metadata/annotations").(map[string]any)
+	raw, _ := ann[OriginalImagesAnnotation].(string)
+	var originals map[string]string
+	if err := json.Unmarshal([]byte(raw), &originals); err != nil {
+		t.Fatalf("original-images annotation: %v", err)
+	}
+	return originals
 }

@@ -95,11 +95,7 @@ func TestMutatePinsImageVolumes(t *testing.T) {
 					t.Errorf("%s = %v, want %s", p, got, want)
 				}
 			}
-			ann, _ := lookup(generic, "/metadata/annotations").(map[string]any)
-			var originals map[string]string
-			if err := json.Unmarshal([]byte(ann[OriginalImagesAnnotation].(string)), &originals); err != nil {
-				t.Fatalf("original-images annotation: %v", err)
-			}
+			originals := originalImages(t, generic)
 			wantOriginals := map[string]string{
 				prefix + "/containers/0/image":        "registry.example/app:1",
 				prefix + "/volumes/1/image/reference": "registry.example/code:1",
